@@ -1,0 +1,1 @@
+//! Source server inventory (being written).

@@ -1,0 +1,1 @@
+//! Agent protocol v1.
