@@ -1,0 +1,256 @@
+//! Chunks and indexes on top of an [`ObjectStore`]: the only way the server writes or reads them.
+//!
+//! Object keys: `chunks/<hex[0..2]>/<hex[2..4]>/<hex>` for a chunk blob (two fan-out levels keep
+//! directories small on a local disk and are harmless on S3) and `indexes/<name>.fidx` for a disk index.
+//!
+//! Invariants: a chunk object exists only if its blob decoded and verified against its key's digest when
+//! it was put (blobs are stored as received, so the stored bytes are exactly the verified bytes); an index
+//! object exists only if it validated and every chunk it references was stored. [`Digest::ZERO`] is
+//! never stored: it is treated as always present.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+
+use crate::blob::{self, ChunkError};
+use crate::digest::Digest;
+use crate::index::{DiskIndex, IndexError};
+use crate::store::{ObjectStore, StoreError};
+
+/// How many `exists` checks [`ChunkStore::missing`] runs at once.
+const EXISTS_CONCURRENCY: usize = 32;
+
+/// What [`ChunkStore::put_verified`] did with a valid blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The chunk was new and is now stored.
+    Stored,
+    /// The chunk was already stored (by any disk of any server); nothing was written.
+    AlreadyPresent,
+}
+
+/// Why a chunk-store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkStoreError {
+    /// An uploaded blob failed verification and was not stored.
+    #[error("chunk {digest} was rejected and not stored")]
+    Rejected {
+        /// The digest the upload claimed.
+        digest: Digest,
+        /// What was wrong with it (the message says what happens next).
+        #[source]
+        source: ChunkError,
+    },
+    /// A stored blob no longer verifies: it was damaged at rest.
+    #[error(
+        "stored chunk {digest} is damaged: check the data directory's disk; delete the object {} so the next run of any job that uses it uploads it again",
+        ChunkStore::chunk_key(digest)
+    )]
+    Corrupt {
+        /// The chunk's digest (its object key is [`ChunkStore::chunk_key`] of it).
+        digest: Digest,
+        /// What the verification found.
+        #[source]
+        source: ChunkError,
+    },
+    /// An index name is not usable in a key.
+    #[error(
+        "{name:?} is not a valid index name: use letters, digits, '.', '_' and '-', not starting with '.'"
+    )]
+    InvalidIndexName {
+        /// The rejected name, cut to 200 characters.
+        name: String,
+    },
+    /// The index is invalid or references chunks that are not stored.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// The object store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A verification task died (a bug or a panic in a codec).
+    #[error("chunk verification task failed; this is a bug in Ferry, please report it")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// Chunk and index access over any [`ObjectStore`]. Cheap to clone.
+#[derive(Clone)]
+pub struct ChunkStore {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for ChunkStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkStore").finish_non_exhaustive()
+    }
+}
+
+impl ChunkStore {
+    /// Wraps an object store.
+    pub fn new(store: Arc<dyn ObjectStore>) -> ChunkStore {
+        ChunkStore { store }
+    }
+
+    /// The underlying object store.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The object key of a chunk: `chunks/<hex[0..2]>/<hex[2..4]>/<hex>`.
+    pub fn chunk_key(digest: &Digest) -> String {
+        let hex = digest.to_hex();
+        format!("chunks/{}/{}/{}", &hex[0..2], &hex[2..4], hex)
+    }
+
+    /// The object key of an index: `indexes/<name>.fidx`.
+    ///
+    /// # Errors
+    /// [`ChunkStoreError::InvalidIndexName`] unless `name` is 1–200 characters of `[A-Za-z0-9._-]` not
+    /// starting with `.`.
+    pub fn index_key(name: &str) -> Result<String, ChunkStoreError> {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !ok {
+            return Err(ChunkStoreError::InvalidIndexName {
+                name: name.chars().take(200).collect(),
+            });
+        }
+        Ok(format!("indexes/{name}.fidx"))
+    }
+
+    /// Verifies an uploaded blob (decode, sizes, BLAKE3 == `digest` == header digest) and, only if it is
+    /// valid, stores it exactly as received. Verification runs on the blocking pool (it decompresses and
+    /// hashes up to 16 MiB).
+    ///
+    /// # Errors
+    /// [`ChunkStoreError::Rejected`] for a bad blob (nothing stored), `Store` if writing fails (`NoSpace`
+    /// included), `Task` if verification panicked.
+    pub async fn put_verified(
+        &self,
+        digest: &Digest,
+        blob: Bytes,
+    ) -> Result<PutOutcome, ChunkStoreError> {
+        let d = *digest;
+        let checked = blob.clone();
+        tokio::task::spawn_blocking(move || blob::decode(&checked, &d).map(drop))
+            .await
+            .map_err(ChunkStoreError::Task)?
+            .map_err(|source| ChunkStoreError::Rejected { digest: d, source })?;
+        let key = Self::chunk_key(digest);
+        if self.store.exists(&key).await? {
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        self.store.put(&key, blob).await?;
+        Ok(PutOutcome::Stored)
+    }
+
+    /// Whether a chunk is stored ([`Digest::ZERO`] always is).
+    ///
+    /// # Errors
+    /// `Store` if the store cannot answer.
+    pub async fn has(&self, digest: &Digest) -> Result<bool, ChunkStoreError> {
+        if digest.is_zero_marker() {
+            return Ok(true);
+        }
+        Ok(self.store.exists(&Self::chunk_key(digest)).await?)
+    }
+
+    /// Indices (ascending) into `digests` of the chunks that are not stored. Checks run concurrently, at
+    /// most 32 at a time; duplicates are each reported.
+    ///
+    /// # Errors
+    /// `Store` if the store cannot answer.
+    pub async fn missing(&self, digests: &[Digest]) -> Result<Vec<usize>, ChunkStoreError> {
+        // Owned items and a named async fn: a closure returning a future that borrows its argument is
+        // not provably Send, and handlers calling this run on the server's multi-threaded runtime.
+        let mut missing: Vec<usize> = stream::iter(digests.iter().copied().enumerate())
+            .map(|(i, d)| Self::present(self.clone(), i, d))
+            .buffer_unordered(EXISTS_CONCURRENCY)
+            .try_filter_map(|(i, present)| async move { Ok((!present).then_some(i)) })
+            .try_collect()
+            .await?;
+        missing.sort_unstable();
+        Ok(missing)
+    }
+
+    async fn present(self, i: usize, digest: Digest) -> Result<(usize, bool), ChunkStoreError> {
+        Ok((i, self.has(&digest).await?))
+    }
+
+    /// The stored blob of a chunk, unverified (for serving it on; readers that use the data call
+    /// [`ChunkStore::get`]).
+    ///
+    /// # Errors
+    /// `Store(NotFound)` if it is not stored (including [`Digest::ZERO`]), other `Store` errors.
+    pub async fn get_blob(&self, digest: &Digest) -> Result<Bytes, ChunkStoreError> {
+        Ok(self.store.get(&Self::chunk_key(digest)).await?)
+    }
+
+    /// A chunk's raw data, decoded and verified against `digest`.
+    ///
+    /// # Errors
+    /// `Store(NotFound)` if it is not stored (including [`Digest::ZERO`]: callers materialize zero chunks
+    /// themselves), [`ChunkStoreError::Corrupt`] if it no longer verifies.
+    pub async fn get(&self, digest: &Digest) -> Result<Vec<u8>, ChunkStoreError> {
+        let blob = self.get_blob(digest).await?;
+        let d = *digest;
+        tokio::task::spawn_blocking(move || blob::decode(&blob, &d))
+            .await
+            .map_err(ChunkStoreError::Task)?
+            .map_err(|source| ChunkStoreError::Corrupt { digest: d, source })
+    }
+
+    /// The local file of a chunk if the store is a local directory.
+    pub fn local_chunk_path(&self, digest: &Digest) -> Option<PathBuf> {
+        self.store.local_path(&Self::chunk_key(digest))
+    }
+
+    /// Validates `index`, checks that every chunk it references is stored, then stores it under `name`.
+    /// Returns its root digest. This is the commit point of a snapshot: the index exists whole or not at
+    /// all.
+    ///
+    /// # Errors
+    /// `InvalidIndexName`, `Index(BadChunkSize | EntryCountMismatch)`, `Index(MissingChunks)` (nothing
+    /// stored), `Store`.
+    pub async fn put_index(
+        &self,
+        name: &str,
+        index: &DiskIndex,
+    ) -> Result<Digest, ChunkStoreError> {
+        let key = Self::index_key(name)?;
+        index.validate()?;
+        let mut seen = HashSet::new();
+        let unique: Vec<Digest> = index
+            .data_chunks()
+            .filter(|(_, d)| seen.insert(**d))
+            .map(|(_, d)| *d)
+            .collect();
+        let missing = self.missing(&unique).await?;
+        if let Some(&first) = missing.first() {
+            return Err(IndexError::MissingChunks {
+                count: missing.len(),
+                first: unique[first],
+            }
+            .into());
+        }
+        let root = index.root_digest();
+        self.store.put(&key, Bytes::from(index.encode())).await?;
+        Ok(root)
+    }
+
+    /// Reads and fully checks the index stored under `name`.
+    ///
+    /// # Errors
+    /// `InvalidIndexName`, `Store(NotFound)`, `Index(..)` if the stored bytes do not decode.
+    pub async fn get_index(&self, name: &str) -> Result<DiskIndex, ChunkStoreError> {
+        let key = Self::index_key(name)?;
+        let bytes = self.store.get(&key).await?;
+        Ok(DiskIndex::decode(&bytes)?)
+    }
+}

@@ -1,0 +1,37 @@
+//! Ferry's chunk layer: the storage heart of the data path (DESIGN.md §4, §5).
+//!
+//! - [`digest`]: BLAKE3 chunk digests and the all-zero test ([`Digest::ZERO`] marks zero chunks, which are
+//!   never stored or sent).
+//! - [`blob`]: chunk blob format v1, the upload body and the stored object alike; [`blob::decode`] is the
+//!   one gate every chunk passes, and it proves the bytes are the chunk they claim to be.
+//! - [`index`]: disk index format v1 (one digest per fixed-size chunk) and its root digest.
+//! - [`store`]: the [`ObjectStore`] trait, [`LocalStore`], and [`durable_write`], the one helper for
+//!   crash-safe writes.
+//! - [`chunk_store`]: [`ChunkStore`], chunks and indexes on an object store, verified on the way in and out.
+//!
+//! Formats are frozen and documented in `docs/formats.md`; each carries a version marker, and a change
+//! is a new version with a reader for the old one. Nothing here trusts bytes from outside the process:
+//! decoders are pure, bounded in what they allocate, and never panic on input.
+
+pub mod blob;
+pub mod chunk_store;
+pub mod digest;
+pub mod index;
+pub mod store;
+
+pub use blob::{
+    CHUNK_HEADER_LEN, CHUNK_MAGIC, CHUNK_VERSION, ChunkError, ChunkHeader, Codec, MAX_CHUNK_SIZE,
+    decode, encode, encode_with_digest, peek_header,
+};
+pub use chunk_store::{ChunkStore, ChunkStoreError, PutOutcome};
+pub use digest::{Digest, DigestParseError, chunk_digest, hash, is_zero};
+pub use index::{DiskIndex, INDEX_MAGIC, INDEX_VERSION, IndexError};
+pub use store::{LocalStore, ObjectStore, StoreError, durable_write, is_no_space};
+
+/// The chunk size new snapshots use: 1 MiB, chosen by measurement (see `docs/formats.md` and
+/// `examples/chunk_size.rs`). Every index records its own chunk size, so changing this is not a format
+/// change; incremental runs keep the previous snapshot's chunk size.
+pub const DEFAULT_CHUNK_SIZE: u32 = 1024 * 1024;
+
+/// The zstd level agents use for uploads (fast; see the measurement in `docs/formats.md`).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;

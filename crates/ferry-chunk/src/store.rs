@@ -1,0 +1,487 @@
+//! The object-store interface and its local-directory implementation.
+//!
+//! Everything Ferry keeps as an object (chunks, indexes, images, console logs) goes through
+//! [`ObjectStore`], so that an S3-compatible implementation (on the `object_store` crate) can replace
+//! [`LocalStore`] without callers changing. Keys are `/`-separated strings of `[A-Za-z0-9._-]` components
+//! that do not start with `.`; the interface never exposes file paths except through
+//! [`ObjectStore::local_path`], which remote stores answer with `None`.
+//!
+//! Durability rule: a successful `put` means the object is complete and survives a crash; a crash during
+//! `put` leaves either the old object or the new one, never a mix. [`durable_write`] is the one helper
+//! that implements this (temp file in the same directory → fsync → rename → fsync directory) and other
+//! crates reuse it for anything that must survive a crash.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// Why an object-store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No object has this key.
+    #[error("object {key} does not exist")]
+    NotFound {
+        /// The key asked for.
+        key: String,
+    },
+    /// The storage is full (ENOSPC) or over quota (EDQUOT). Nothing was half-written.
+    #[error(
+        "the server's data directory {} is full: free space or grow the volume; the run resumes by itself",
+        path.display()
+    )]
+    NoSpace {
+        /// The store's root directory.
+        path: PathBuf,
+    },
+    /// The key is not a valid object key (a bug in the caller, or hostile input reaching it).
+    #[error(
+        "{key:?} is not a valid object key: use /-separated components of letters, digits, '.', '_' and '-' that do not start with '.'"
+    )]
+    InvalidKey {
+        /// The rejected key, cut to 200 characters.
+        key: String,
+    },
+    /// The store's directory could not be created or opened.
+    #[error(
+        "cannot open the object store at {}: check that the directory exists and is writable by the server",
+        dir.display()
+    )]
+    Open {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Any other I/O error on an object.
+    #[error(
+        "I/O error on object {key}: check the server's data directory (disk health, permissions)"
+    )]
+    Io {
+        /// The key being accessed (or the prefix, for `list`).
+        key: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A flat key → bytes store. Implementations must be safe to share between tasks and replicas.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Stores `bytes` under `key`, replacing any previous object, durably and atomically (see the module
+    /// doc). Errors: `InvalidKey`, `NoSpace`, `Io`.
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError>;
+    /// The whole object. Errors: `InvalidKey`, `NotFound`, `Io`.
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+    /// Whether an object exists. Errors: `InvalidKey`, `Io`.
+    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
+    /// Removes an object. Idempotent: deleting a missing key succeeds, so cleanup can be retried.
+    /// Errors: `InvalidKey`, `Io`.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// All keys starting with `prefix` (a plain string prefix, like S3's), sorted. Errors: `InvalidKey`
+    /// (for a prefix with characters no key can have), `Io`.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// The file holding `key` when the store is a local directory (lets image tools read objects in
+    /// place), `None` for remote stores or invalid keys. The file may not exist.
+    fn local_path(&self, key: &str) -> Option<PathBuf>;
+}
+
+const MAX_KEY_LEN: usize = 1024;
+
+fn invalid_key(key: &str) -> StoreError {
+    StoreError::InvalidKey {
+        key: key.chars().take(200).collect(),
+    }
+}
+
+fn key_char_ok(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// Checks a full key (see the module doc for the rule).
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let ok = !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
+        && key
+            .split('/')
+            .all(|c| !c.is_empty() && !c.starts_with('.') && c.chars().all(key_char_ok));
+    if ok { Ok(()) } else { Err(invalid_key(key)) }
+}
+
+fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
+    let ok = prefix.len() <= MAX_KEY_LEN
+        && prefix
+            .split('/')
+            .all(|c| !c.starts_with('.') && c.chars().all(key_char_ok));
+    if ok { Ok(()) } else { Err(invalid_key(prefix)) }
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Creates `dir` and any missing ancestors, fsyncing each new directory's parent so the new entries
+/// themselves survive a crash.
+fn create_dirs_durably(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_durably(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        // Another writer created it concurrently: fine, they sync it.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` so that after it returns the file is complete and survives a crash, and a
+/// crash at any point leaves either the previous file or the new one: writes a temp file in the same
+/// directory, fsyncs it, renames it over `path`, then fsyncs the directory. Creates missing parent
+/// directories (durably). Blocking: call it from `spawn_blocking` in async code.
+///
+/// Temp files are named `.<file name>.<pid>.<n>.tmp`; on error the temp file is removed.
+///
+/// # Errors
+/// The underlying I/O error (ENOSPC and EDQUOT included; callers map those, see [`is_no_space`]).
+pub fn durable_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no file name", path.display()),
+        )
+    })?;
+    create_dirs_durably(parent)?;
+    let tmp = parent.join(format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(parent)?.sync_all()
+    })();
+    if result.is_err() {
+        // Best effort: the temp file may not exist (open failed) or already be renamed.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// True for "disk full" and "quota exceeded" errors.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// An [`ObjectStore`] on a local directory: key `a/b/c` is the file `<dir>/a/b/c`. Writes go through
+/// [`durable_write`]; all file I/O runs on tokio's blocking pool.
+///
+/// TODO-correctness: temp files left by a crash mid-put are never swept (they are invisible to `list`
+/// and harmless, but take space); a cleanup worker should remove `.*.tmp` files older than an hour.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) a store rooted at `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] if the directory cannot be created or is not a directory.
+    pub fn open(dir: impl AsRef<Path>) -> Result<LocalStore, StoreError> {
+        let dir = dir.as_ref();
+        let open_err = |source| StoreError::Open {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        create_dirs_durably(dir).map_err(open_err)?;
+        let root = dir.canonicalize().map_err(open_err)?;
+        if !root.is_dir() {
+            return Err(open_err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            )));
+        }
+        Ok(LocalStore { root })
+    }
+
+    /// The directory the store lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn map_err(&self, key: &str, e: io::Error) -> StoreError {
+        if is_no_space(&e) {
+            StoreError::NoSpace {
+                path: self.root.clone(),
+            }
+        } else if e.kind() == io::ErrorKind::NotFound {
+            StoreError::NotFound {
+                key: key.to_string(),
+            }
+        } else {
+            StoreError::Io {
+                key: key.to_string(),
+                source: e,
+            }
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        key: &str,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(r) => r.map_err(|e| self.map_err(key, e)),
+            Err(join) => Err(StoreError::Io {
+                key: key.to_string(),
+                source: io::Error::other(join),
+            }),
+        }
+    }
+}
+
+fn walk(dir: &Path, rel: &str, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        // Dot files are durable_write's temp files (or not ours): never keys.
+        if name.starts_with('.') {
+            continue;
+        }
+        let key = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        if entry.file_type()?.is_dir() {
+            // Only descend where keys below could still match the prefix.
+            let as_dir = format!("{key}/");
+            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                walk(&entry.path(), &key, prefix, out)?;
+            }
+        } else if key.starts_with(prefix) {
+            out.push(key);
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        self.blocking(key, move || durable_write(&path, &bytes))
+            .await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let path = self.path_of(key)?;
+        self.blocking(key, move || std::fs::read(&path).map(Bytes::from))
+            .await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let path = self.path_of(key)?;
+        self.blocking(key, move || match std::fs::metadata(&path) {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        self.blocking(key, move || match std::fs::remove_file(&path) {
+            Ok(()) => {
+                // Make the removal durable too, so a deleted object does not come back after a crash.
+                match path.parent() {
+                    Some(p) => std::fs::File::open(p)?.sync_all(),
+                    None => Ok(()),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        validate_prefix(prefix)?;
+        let root = self.root.clone();
+        let p = prefix.to_string();
+        let mut keys = self
+            .blocking(prefix, move || {
+                // Start at the deepest directory the prefix names fully, to avoid walking the store.
+                let (dir, rel) = match p.rfind('/') {
+                    Some(i) => (root.join(&p[..i]), p[..i].to_string()),
+                    None => (root, String::new()),
+                };
+                let mut out = Vec::new();
+                walk(&dir, &rel, &p, &mut out)?;
+                Ok(out)
+            })
+            .await?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path_of(key).ok()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a panic is how a test reports failure
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_rules() {
+        for good in ["a", "chunks/ab/cd/abcd", "indexes/s-1.fidx", "A_b-c.d"] {
+            validate_key(good).unwrap();
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "../a", "a/../b", ".hidden", "a/.tmp", "a b", "a\\b", "ä",
+        ] {
+            assert!(validate_key(bad).is_err(), "{bad:?} accepted");
+        }
+        validate_prefix("").unwrap();
+        validate_prefix("chunks/").unwrap();
+        validate_prefix("chunks/a").unwrap();
+        assert!(validate_prefix("../").is_err());
+    }
+
+    #[tokio::test]
+    async fn put_get_exists_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("objects")).unwrap();
+        assert!(!store.exists("a/b").await.unwrap());
+        assert!(matches!(
+            store.get("a/b").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        store.put("a/b", Bytes::from_static(b"one")).await.unwrap();
+        store.put("a/c", Bytes::from_static(b"two")).await.unwrap();
+        store.put("ab", Bytes::from_static(b"three")).await.unwrap();
+        store
+            .put("x/y/z", Bytes::from_static(b"four"))
+            .await
+            .unwrap();
+        assert!(store.exists("a/b").await.unwrap());
+        assert!(
+            !store.exists("a").await.unwrap(),
+            "a directory is not an object"
+        );
+        assert_eq!(&store.get("a/b").await.unwrap()[..], b"one");
+        // Overwrite replaces.
+        store.put("a/b", Bytes::from_static(b"uno")).await.unwrap();
+        assert_eq!(&store.get("a/b").await.unwrap()[..], b"uno");
+
+        assert_eq!(store.list("").await.unwrap(), ["a/b", "a/c", "ab", "x/y/z"]);
+        assert_eq!(store.list("a").await.unwrap(), ["a/b", "a/c", "ab"]);
+        assert_eq!(store.list("a/").await.unwrap(), ["a/b", "a/c"]);
+        assert_eq!(store.list("x/y/").await.unwrap(), ["x/y/z"]);
+        assert!(store.list("nope/").await.unwrap().is_empty());
+
+        let path = store.local_path("x/y/z").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"four");
+        assert!(store.local_path("../etc/passwd").is_none());
+
+        store.delete("a/b").await.unwrap();
+        store.delete("a/b").await.unwrap();
+        assert!(!store.exists("a/b").await.unwrap());
+        assert_eq!(store.list("a/").await.unwrap(), ["a/c"]);
+
+        assert!(matches!(
+            store.put("../evil", Bytes::new()).await,
+            Err(StoreError::InvalidKey { .. })
+        ));
+        // No temp files left behind.
+        let leftovers: Vec<_> = std::fs::read_dir(store.root().join("a"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn list_skips_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store.put("k/v", Bytes::from_static(b"x")).await.unwrap();
+        std::fs::write(store.root().join("k/.v.1.1.tmp"), b"partial").unwrap();
+        assert_eq!(store.list("k/").await.unwrap(), ["k/v"]);
+    }
+
+    #[test]
+    fn durable_write_creates_parents_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("deep/er/file");
+        durable_write(&p, b"first").unwrap();
+        durable_write(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["file"]);
+    }
+
+    #[test]
+    fn open_rejects_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"").unwrap();
+        assert!(matches!(LocalStore::open(&f), Err(StoreError::Open { .. })));
+    }
+
+    #[test]
+    fn no_space_message_is_actionable() {
+        let e = StoreError::NoSpace {
+            path: PathBuf::from("/srv/ferry-data/objects"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the server's data directory /srv/ferry-data/objects is full: free space or grow the volume; the run resumes by itself"
+        );
+        assert!(is_no_space(&io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert!(is_no_space(&io::Error::from_raw_os_error(libc::EDQUOT)));
+        assert!(!is_no_space(&io::Error::from_raw_os_error(libc::EIO)));
+    }
+}
