@@ -1,0 +1,566 @@
+//! Replication of a run's disks (DESIGN.md §4): read fixed-size chunks, skip zeros and chunks unchanged
+//! since the previous snapshot, ask the server in batches which chunks it lacks, upload those compressed
+//! with several requests in flight, then commit each disk's index.
+//!
+//! Invariants:
+//! - Memory is bounded whatever the disk size: at most `buffers` chunks are held at once (reading stalls
+//!   until uploads free a buffer), plus the index (32 bytes per chunk).
+//! - Every transient failure (network, server restart, full server disk) is retried with backoff until the
+//!   run is stopped; the run then resumes where it was, because the server is asked before anything is sent.
+//! - The source is only read, never written.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferry_chunk::{Digest, DiskIndex};
+use ferry_types::protocol::{
+    ChunkStored, MissingRequest, MissingResponse, ReplicateTask, RunFinish, RunProgress, SnapshotCommitted,
+};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::{CallError, Conn};
+
+/// Digests per "which are missing" request.
+const MISSING_BATCH: usize = 64;
+/// Chunk uploads in flight.
+const UPLOADS_IN_FLIGHT: usize = 6;
+/// Memory for chunk buffers (read, waiting for the missing answer, compressing, uploading).
+const BUFFER_BUDGET: usize = 48 << 20;
+
+/// Why a run did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicateError {
+    #[error("the run was stopped")]
+    Stopped,
+    #[error("disk {disk} is not known to this agent: re-activate it with that disk (--disk)")]
+    UnknownDisk { disk: u32 },
+    #[error("cannot read disk {path} at offset {offset}: {source}. Check the device and the agent's permissions")]
+    Read {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open disk {path}: {source}. Check that it exists and that ferry-agent runs as root")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Server(#[from] CallError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ReplicateError {
+    /// The job error code reported to the server.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Read { .. } | Self::Open { .. } => "Disk.ReadFailed",
+            Self::UnknownDisk { .. } => "Disk.Unknown",
+            Self::Server(_) => "Server.Rejected",
+            Self::Stopped => "Stopped",
+            Self::Internal(_) => "Agent.InternalError",
+        }
+    }
+}
+
+/// Shared run figures, updated lock-free by the pipeline.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub total: AtomicU64,
+    pub scanned: AtomicU64,
+    pub sent: AtomicU64,
+    pub uploaded_logical: AtomicU64,
+    pub zero: AtomicU64,
+    pub unchanged: AtomicU64,
+    pub dedup: AtomicU64,
+    pub paused: Mutex<Option<String>>,
+}
+
+impl Counters {
+    fn add(a: &AtomicU64, n: u64) {
+        a.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self, started: Instant, throughput: u64) -> RunProgress {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let total = get(&self.total);
+        let scanned = get(&self.scanned);
+        RunProgress {
+            bytes_total: total,
+            bytes_scanned: scanned,
+            bytes_sent: get(&self.sent),
+            bytes_uploaded_logical: get(&self.uploaded_logical),
+            bytes_zero: get(&self.zero),
+            bytes_unchanged: get(&self.unchanged),
+            bytes_dedup: get(&self.dedup),
+            throughput_bps: throughput,
+            eta_secs: (throughput > 0).then(|| total.saturating_sub(scanned) / throughput),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            paused_reason: self.paused.lock().ok().and_then(|p| p.clone()),
+        }
+    }
+}
+
+/// Paces uploads to a byte rate: each send is scheduled `len / rate` after the previous one.
+pub struct RateLimiter {
+    rate: f64,
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl RateLimiter {
+    pub fn new(bytes_per_sec: u64) -> Self {
+        Self {
+            rate: bytes_per_sec.max(1) as f64,
+            next: tokio::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    pub async fn acquire(&self, bytes: usize) {
+        let start = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let start = (*next).max(now);
+            *next = start + Duration::from_secs_f64(bytes as f64 / self.rate);
+            start
+        };
+        tokio::time::sleep_until(start.into()).await;
+    }
+}
+
+/// Everything one run's pipeline shares.
+struct RunCtx {
+    conn: Conn,
+    task: ReplicateTask,
+    counters: Arc<Counters>,
+    limiter: Option<RateLimiter>,
+    level: i32,
+    cancel: CancellationToken,
+    cpu: Arc<Semaphore>,
+}
+
+/// Runs a replication task to the end (or until cancelled). Reports progress every second and the
+/// outcome at the end.
+pub async fn run_task(
+    conn: Conn,
+    task: ReplicateTask,
+    disks: Vec<PathBuf>,
+    cancel: CancellationToken,
+) -> Result<RunProgress, ReplicateError> {
+    let counters = Arc::new(Counters::default());
+    let started = Instant::now();
+    let mut todo = Vec::new();
+    for &d in &task.disks {
+        let path = disks.get(d as usize).ok_or(ReplicateError::UnknownDisk { disk: d })?;
+        let size = disk_size(path)?;
+        counters.total.fetch_add(size, Ordering::Relaxed);
+        if task.committed_disks.contains(&d) {
+            counters.scanned.fetch_add(size, Ordering::Relaxed);
+        } else {
+            todo.push((d, path.clone()));
+        }
+    }
+    let level = task.compress_level.unwrap_or(1);
+    let ctx = Arc::new(RunCtx {
+        limiter: task.bandwidth_limit_bps.map(RateLimiter::new),
+        conn,
+        task,
+        counters: counters.clone(),
+        level,
+        cancel,
+        cpu: Arc::new(Semaphore::new(cpus())),
+    });
+    let reporter = tokio::spawn(report_progress(ctx.clone(), started));
+    let result = async {
+        for (disk, path) in todo {
+            replicate_disk(&ctx, disk, &path).await?;
+        }
+        Ok::<_, ReplicateError>(())
+    }
+    .await;
+    reporter.abort();
+    let progress = counters.snapshot(started, throughput(&counters, started));
+    let run = ctx.task.run_id.clone();
+    match result {
+        Ok(()) => {
+            let finish = RunFinish::Succeeded {
+                progress: progress.clone(),
+            };
+            retry(&ctx, "finish the run", || async {
+                ctx.conn
+                    .post::<_, serde_json::Value>(&format!("/runs/{run}/finish"), &finish)
+                    .await
+            })
+            .await?;
+            Ok(progress)
+        }
+        Err(ReplicateError::Stopped) => Err(ReplicateError::Stopped),
+        Err(e) => {
+            let finish = RunFinish::Failed {
+                code: e.code().to_owned(),
+                message: e.to_string(),
+            };
+            // Best effort: if the server cannot be told, the job shows the agent as stalled instead.
+            let _ = ctx
+                .conn
+                .post::<_, serde_json::Value>(&format!("/runs/{run}/finish"), &finish)
+                .await;
+            Err(e)
+        }
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn throughput(c: &Counters, started: Instant) -> u64 {
+    let secs = started.elapsed().as_secs_f64();
+    if secs < 0.001 {
+        0
+    } else {
+        (c.scanned.load(Ordering::Relaxed) as f64 / secs) as u64
+    }
+}
+
+async fn report_progress(ctx: Arc<RunCtx>, started: Instant) {
+    let path = format!("/runs/{}/progress", ctx.task.run_id);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let p = ctx.counters.snapshot(started, throughput(&ctx.counters, started));
+        if let Err(e) = ctx.conn.post::<_, serde_json::Value>(&path, &p).await {
+            tracing::debug!(error = %e, "progress report failed");
+        }
+    }
+}
+
+/// Size of a disk or image file (seeking to the end works for both).
+pub fn disk_size(path: &Path) -> Result<u64, ReplicateError> {
+    let mut f = File::open(path).map_err(|source| ReplicateError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    f.seek(SeekFrom::End(0)).map_err(|source| ReplicateError::Read {
+        path: path.to_owned(),
+        offset: 0,
+        source,
+    })
+}
+
+/// Calls `f` until it succeeds, backing off on transient errors; stops on cancellation or a permanent
+/// error. A full disk on the server is shown as the run's pause reason while it lasts.
+async fn retry<T, F, Fut>(ctx: &RunCtx, what: &str, mut f: F) -> Result<T, ReplicateError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CallError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return Err(ReplicateError::Stopped);
+        }
+        match f().await {
+            Ok(v) => {
+                if let Ok(mut p) = ctx.counters.paused.lock() {
+                    p.take();
+                }
+                return Ok(v);
+            }
+            Err(e) if e.code() == Some("RunNotActive") => return Err(ReplicateError::Stopped),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "cannot {what} yet; retrying in {delay:?}");
+                if e.code() == Some("NoSpace") {
+                    if let (Ok(mut p), CallError::Api { message, .. }) = (ctx.counters.paused.lock(), &e) {
+                        *p = Some(message.clone());
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = ctx.cancel.cancelled() => return Err(ReplicateError::Stopped),
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// What reading one chunk found.
+enum Scanned {
+    Zero,
+    Unchanged(Digest),
+    Candidate(Digest, Vec<u8>),
+}
+
+struct ChunkRead {
+    idx: usize,
+    len: usize,
+    scanned: Result<Scanned, ReplicateError>,
+    _buffer: tokio::sync::OwnedSemaphorePermit,
+}
+
+async fn replicate_disk(ctx: &Arc<RunCtx>, disk: u32, path: &Path) -> Result<(), ReplicateError> {
+    let run = ctx.task.run_id.clone();
+    let chunk_size = ctx.task.chunk_size;
+    let base = fetch_base(ctx, disk, chunk_size).await?;
+    match replicate_disk_with(ctx, disk, path, base.as_ref()).await {
+        Err(ReplicateError::Server(CallError::Api { code, .. })) if code == "IndexRejected" && base.is_some() => {
+            // A chunk the previous snapshot referenced is gone from the server: send the disk in full.
+            tracing::warn!(%run, disk, "server lacks chunks of the previous snapshot; checking every chunk");
+            replicate_disk_with(ctx, disk, path, None).await
+        }
+        other => other,
+    }
+}
+
+async fn fetch_base(ctx: &RunCtx, disk: u32, chunk_size: u32) -> Result<Option<DiskIndex>, ReplicateError> {
+    let path = format!("/runs/{}/disks/{disk}/base", ctx.task.run_id);
+    let bytes = retry(ctx, "fetch the previous snapshot", || ctx.conn.get_bytes(&path)).await?;
+    Ok(bytes
+        .and_then(|b| DiskIndex::decode(&b).ok())
+        .filter(|i| i.chunk_size == chunk_size))
+}
+
+async fn replicate_disk_with(
+    ctx: &Arc<RunCtx>,
+    disk: u32,
+    path: &Path,
+    base: Option<&DiskIndex>,
+) -> Result<(), ReplicateError> {
+    let size = disk_size(path)?;
+    let chunk_size = ctx.task.chunk_size as u64;
+    let count = size.div_ceil(chunk_size) as usize;
+    let file = Arc::new(File::open(path).map_err(|source| ReplicateError::Open {
+        path: path.to_owned(),
+        source,
+    })?);
+    let base_entries: Arc<Vec<Digest>> = Arc::new(
+        base.filter(|b| b.disk_size == size)
+            .map(|b| b.entries.clone())
+            .unwrap_or_default(),
+    );
+    let buffers = Arc::new(Semaphore::new((BUFFER_BUDGET / chunk_size as usize).max(8)));
+    let (tx, mut rx) = mpsc::channel::<ChunkRead>(64);
+
+    // Reader: read + hash on the blocking pool, at most one chunk per core at a time.
+    let reader = {
+        let ctx = ctx.clone();
+        let path = path.to_owned();
+        tokio::spawn(async move {
+            for idx in 0..count {
+                let Ok(buffer) = buffers.clone().acquire_owned().await else { return };
+                let Ok(cpu) = ctx.cpu.clone().acquire_owned().await else { return };
+                if ctx.cancel.is_cancelled() {
+                    return;
+                }
+                let (file, base, path, tx) = (file.clone(), base_entries.clone(), path.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let offset = idx as u64 * chunk_size;
+                    let len = (size - offset).min(chunk_size) as usize;
+                    let scanned = tokio::task::spawn_blocking(move || {
+                        let r = scan_chunk(&file, &path, offset, len, base.get(idx));
+                        drop(cpu);
+                        r
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(ReplicateError::Internal(e.to_string())));
+                    let _ = tx
+                        .send(ChunkRead {
+                            idx,
+                            len,
+                            scanned,
+                            _buffer: buffer,
+                        })
+                        .await;
+                });
+            }
+        })
+    };
+
+    let mut entries = vec![Digest::ZERO; count];
+    let mut uploads: JoinSet<Result<(), ReplicateError>> = JoinSet::new();
+    let upload_slots = Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT));
+    let mut in_flight: HashSet<Digest> = HashSet::new();
+    let done_digests = Arc::new(Mutex::new(Vec::<Digest>::new()));
+    let c = &ctx.counters;
+    let result: Result<(), ReplicateError> = async {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MISSING_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            let mut candidates = Vec::new();
+            for r in batch {
+                let len = r.len as u64;
+                match r.scanned? {
+                    Scanned::Zero => Counters::add(&c.zero, len),
+                    Scanned::Unchanged(d) => {
+                        entries[r.idx] = d;
+                        Counters::add(&c.unchanged, len);
+                    }
+                    Scanned::Candidate(d, data) => {
+                        entries[r.idx] = d;
+                        candidates.push((d, data, r._buffer));
+                    }
+                }
+                Counters::add(&c.scanned, len);
+            }
+            if let Ok(mut done) = done_digests.lock() {
+                for d in done.drain(..) {
+                    in_flight.remove(&d);
+                }
+            }
+            // Chunks already being uploaded in this run need no question.
+            candidates.retain(|(d, data, _)| {
+                let dup = in_flight.contains(d);
+                if dup {
+                    Counters::add(&c.dedup, data.len() as u64);
+                }
+                !dup
+            });
+            if candidates.is_empty() {
+                continue;
+            }
+            let req = MissingRequest {
+                digests: candidates.iter().map(|(d, _, _)| d.to_string()).collect(),
+            };
+            let mpath = format!("/runs/{}/missing", ctx.task.run_id);
+            let missing: MissingResponse =
+                retry(ctx, "ask which chunks are missing", || ctx.conn.post(&mpath, &req)).await?;
+            let missing: HashSet<u32> = missing.missing.into_iter().collect();
+            for (k, (digest, data, buffer)) in candidates.into_iter().enumerate() {
+                if !missing.contains(&(k as u32)) {
+                    Counters::add(&c.dedup, data.len() as u64);
+                    continue;
+                }
+                in_flight.insert(digest);
+                let slot = upload_slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| ReplicateError::Internal(e.to_string()))?;
+                let (ctx, done) = (ctx.clone(), done_digests.clone());
+                uploads.spawn(async move {
+                    let r = upload(&ctx, digest, data).await;
+                    drop((slot, buffer));
+                    if let Ok(mut d) = done.lock() {
+                        d.push(digest);
+                    }
+                    r
+                });
+                while let Some(done) = uploads.try_join_next() {
+                    done.map_err(|e| ReplicateError::Internal(e.to_string()))??;
+                }
+            }
+        }
+        while let Some(done) = uploads.join_next().await {
+            done.map_err(|e| ReplicateError::Internal(e.to_string()))??;
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        ctx.cancel_pipeline(&mut uploads, reader).await;
+        return result;
+    }
+    let _ = reader.await;
+    if ctx.cancel.is_cancelled() {
+        return Err(ReplicateError::Stopped);
+    }
+
+    let index = DiskIndex {
+        disk_size: size,
+        chunk_size: ctx.task.chunk_size,
+        entries,
+    };
+    let body = Bytes::from(index.encode());
+    let ipath = format!("/runs/{}/disks/{disk}/index", ctx.task.run_id);
+    let committed: SnapshotCommitted =
+        retry(ctx, "commit the disk index", || ctx.conn.put(&ipath, body.clone())).await?;
+    let expected = index.root_digest().to_string();
+    if committed.root_digest != expected {
+        return Err(ReplicateError::Internal(format!(
+            "the server committed root digest {} but the agent computed {expected}",
+            committed.root_digest
+        )));
+    }
+    tracing::info!(disk, snapshot = %committed.snapshot_id, root = %expected, "disk committed");
+    Ok(())
+}
+
+impl RunCtx {
+    async fn cancel_pipeline(
+        &self,
+        uploads: &mut JoinSet<Result<(), ReplicateError>>,
+        reader: tokio::task::JoinHandle<()>,
+    ) {
+        reader.abort();
+        uploads.abort_all();
+        while uploads.join_next().await.is_some() {}
+    }
+}
+
+fn scan_chunk(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    len: usize,
+    base: Option<&Digest>,
+) -> Result<Scanned, ReplicateError> {
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset)
+        .map_err(|source| ReplicateError::Read {
+            path: path.to_owned(),
+            offset,
+            source,
+        })?;
+    if ferry_chunk::is_zero(&buf) {
+        return Ok(Scanned::Zero);
+    }
+    let digest = ferry_chunk::hash(&buf);
+    if base == Some(&digest) {
+        return Ok(Scanned::Unchanged(digest));
+    }
+    Ok(Scanned::Candidate(digest, buf))
+}
+
+async fn upload(ctx: &RunCtx, digest: Digest, data: Vec<u8>) -> Result<(), ReplicateError> {
+    let level = ctx.level;
+    let logical = data.len() as u64;
+    let cpu = ctx
+        .cpu
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ReplicateError::Internal(e.to_string()))?;
+    let blob = tokio::task::spawn_blocking(move || {
+        let b = ferry_chunk::encode_with_digest(&data, &digest, level);
+        drop(cpu);
+        b
+    })
+    .await
+    .map_err(|e| ReplicateError::Internal(e.to_string()))?;
+    let blob = Bytes::from(blob);
+    if let Some(l) = &ctx.limiter {
+        l.acquire(blob.len()).await;
+    }
+    let path = format!("/runs/{}/chunks/{digest}", ctx.task.run_id);
+    let _: ChunkStored = retry(ctx, "upload a chunk", || ctx.conn.put(&path, blob.clone())).await?;
+    Counters::add(&ctx.counters.sent, blob.len() as u64);
+    Counters::add(&ctx.counters.uploaded_logical, logical);
+    Ok(())
+}

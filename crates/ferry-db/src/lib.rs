@@ -1,0 +1,122 @@
+//! Ferry's data-access layer: every SQL statement the control plane runs lives here, behind resource-first
+//! method names (`job_create`, `job_list`, `source_update_heartbeat`, …) so that `grep job_` finds every
+//! operation on jobs.
+//!
+//! One layer serves both engines through sqlx's `Any` driver: SQLite (the embedded default) and PostgreSQL
+//! (scale-out). The SQL is kept portable: `$n` placeholders, TEXT/BIGINT/DOUBLE PRECISION columns, booleans
+//! as 0/1, times as unix seconds. Migrations live in `migrations/` and run on open.
+//!
+//! Invariants: state changes that must happen together (a snapshot commit, an activation) happen in one
+//! transaction; status transitions are guarded in SQL (`WHERE status = …`) so that two workers cannot both
+//! take the same step.
+
+mod records;
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+pub use records::*;
+
+/// A data-access error.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open the database {url}: {source}. Check the --database option and that the path is writable")]
+    Open {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot upgrade the database schema: {0}. Restore the database from a backup or report a bug")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("stored record is corrupt ({what}): {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+pub type Result<T, E = DbError> = std::result::Result<T, E>;
+
+/// Current time in unix seconds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The state store.
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) pool: AnyPool,
+}
+
+impl Db {
+    /// Opens (creating if needed) the SQLite database at `path`.
+    pub async fn open_sqlite(path: &Path) -> Result<Self> {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self::open(&url).await
+    }
+
+    /// Opens a database by URL (`sqlite://…` or `postgres://…`) and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Self> {
+        install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 8 } else { 16 })
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL lets readers run beside the single writer; FULL makes every commit durable;
+                        // busy_timeout turns writer contention into a short wait instead of an error.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(|source| DbError::Open {
+                url: redact(url),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Hides a password in a database URL before it is shown to anyone.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://ferry:s3cret@db:5432/ferry"),
+            "postgres://ferry:***@db:5432/ferry"
+        );
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,113 @@
+//! Server configuration: embedded defaults that work with no options at all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::ServerError;
+
+/// How a server runs. `Default` is the embedded configuration: `./ferry-data`, SQLite, loopback.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Everything the server owns lives here.
+    pub data_dir: PathBuf,
+    /// Address to listen on (HTTPS).
+    pub listen: SocketAddr,
+    /// Extra host names / IPs for the TLS certificate (loopback and this host's name are always included).
+    pub tls_san: Vec<String>,
+    /// URL agents and clients use to reach this server, if not the listen address.
+    pub public_url: Option<String>,
+    /// Database URL; `None` = SQLite in the data directory.
+    pub database: Option<String>,
+    /// The region this server serves (its target).
+    pub region_id: String,
+    /// Seconds between agent heartbeats; an agent silent for three intervals is offline.
+    pub heartbeat_interval_secs: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("ferry-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls_san: Vec::new(),
+            public_url: None,
+            database: None,
+            region_id: "local".to_owned(),
+            heartbeat_interval_secs: 30,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks the configuration and says what to fix.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return Err(ServerError::Config(format!(
+                "--data-dir {} is a file, not a directory: pass a directory (it is created if missing)",
+                self.data_dir.display()
+            )));
+        }
+        if let Some(url) = &self.database {
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ServerError::Config(format!(
+                    "--database {url:?} is not supported: use sqlite://PATH or postgres://USER@HOST/DB"
+                )));
+            }
+        }
+        if let Some(url) = &self.public_url {
+            if !url.starts_with("https://") {
+                return Err(ServerError::Config(format!(
+                    "--public-url {url:?} must start with https:// (agents only talk HTTPS)"
+                )));
+            }
+        }
+        if self.heartbeat_interval_secs == 0 || self.heartbeat_interval_secs > 3600 {
+            return Err(ServerError::Config(format!(
+                "--heartbeat-interval {} is out of range: use 1 to 3600 seconds",
+                self.heartbeat_interval_secs
+            )));
+        }
+        let valid_region = !self.region_id.is_empty()
+            && self
+                .region_id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid_region {
+            return Err(ServerError::Config(format!(
+                "--region {:?} is not a valid region ID: use lower-case letters, digits and '-'",
+                self.region_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Names the TLS certificate is valid for.
+    pub fn tls_names(&self) -> Vec<String> {
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            let h = h.trim();
+            if !h.is_empty() && !names.iter().any(|n| n == h) {
+                names.push(h.to_owned());
+            }
+        }
+        if !self.listen.ip().is_unspecified() && !self.listen.ip().is_loopback() {
+            names.push(self.listen.ip().to_string());
+        }
+        if let Some(url) = &self.public_url {
+            let host = url
+                .trim_start_matches("https://")
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default();
+            if !host.is_empty() {
+                names.push(host.to_owned());
+            }
+        }
+        for n in &self.tls_san {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
+    }
+}

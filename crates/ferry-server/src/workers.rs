@@ -1,0 +1,218 @@
+//! Background workers. Each is a loop over database state whose steps are idempotent, so a server that
+//! was killed picks up where it stopped: a run left in `Processing` is built again from its snapshots, an
+//! export left `Processing` is written again.
+//!
+//! TODO-correctness: with several replicas these loops must take leases through the database (scale-out
+//! issue); today each process assumes it is alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_db::{ImageDiskRecord, ImageRecord, RunRecord, now};
+use ferry_image::ImageFormat;
+use ferry_types::ids::ImageId;
+use ferry_types::inventory::Inventory;
+
+use crate::AppState;
+use crate::app::jobs;
+
+pub fn spawn_all(st: Arc<AppState>) {
+    tokio::spawn(image_builder(st.clone()));
+    tokio::spawn(exporter(st.clone()));
+    tokio::spawn(offline_detector(st));
+}
+
+async fn idle(st: &AppState, secs: u64) {
+    let _ = tokio::time::timeout(Duration::from_secs(secs), st.wake.notified()).await;
+}
+
+async fn image_builder(st: Arc<AppState>) {
+    loop {
+        match st.db.run_list_by_status("Processing").await {
+            Ok(runs) => {
+                for run in runs {
+                    if let Err(e) = build_run(&st, &run).await {
+                        tracing::error!(run = %run.id, error = %e, "image build failed");
+                        let msg = format!("building the image failed: {e}");
+                        let _ = st.db.run_transition(&run.id, "Processing", "Failed", Some(&msg), Some(now())).await;
+                        let _ = st.db.job_set_error(&run.job_id, "ImageBuild.Failed", &msg).await;
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "image builder cannot read runs"),
+        }
+        idle(&st, 2).await;
+    }
+}
+
+/// Builds (or rebuilds) the image of a run from its snapshots, verifies every disk against its snapshot's
+/// root digest, and only then marks it available.
+async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
+    let job = jobs::get_job(st, &run.job_id).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let source = st.db.source_get(&job.source_id).await?;
+    let inv: Option<Inventory> = source.as_ref().and_then(|s| serde_json::from_str(&s.inventory).ok());
+    let image = match st.db.image_by_run(&run.id).await? {
+        Some(i) => i,
+        None => {
+            let name = if job.run_once != 0 {
+                job.image_name.clone()
+            } else {
+                format!("{}_CYCLE_{}", job.image_name, run.seq)
+            };
+            let snaps = st.db.snapshot_list_by_run(&run.id).await?;
+            let total: i64 = snaps.iter().map(|s| s.disk_size).sum();
+            let rec = ImageRecord {
+                id: ImageId::generate().to_string(),
+                name,
+                region_id: job.region_id.clone(),
+                job_id: Some(job.id.clone()),
+                run_id: Some(run.id.clone()),
+                status: "Creating".to_owned(),
+                progress: 0,
+                size_gib: (total + (1 << 30) - 1) >> 30,
+                platform: inv.as_ref().map(|i| i.os.name.clone()).unwrap_or_default(),
+                os_name: inv.as_ref().map(|i| i.os.pretty_name.clone()).unwrap_or_default(),
+                architecture: inv.as_ref().map(|i| i.architecture.clone()).unwrap_or_else(|| "x86_64".into()),
+                boot_mode: inv
+                    .as_ref()
+                    .map(|i| format!("{:?}", i.boot_mode))
+                    .unwrap_or_else(|| "Bios".into())
+                    .replace("Uefi", "UEFI")
+                    .replace("Bios", "BIOS"),
+                description: format!("Replicated by job {} run {}", job.id, run.seq),
+                error: None,
+                created_at: now(),
+            };
+            st.db.image_create(&rec).await?;
+            st.db.run_set_image(&run.id, &rec.id).await?;
+            rec
+        }
+    };
+    let dir = st.images_dir().join(&image.id);
+    let snaps = st.db.snapshot_list_by_run(&run.id).await?;
+    let n = snaps.len().max(1) as i64;
+    for (i, snap) in snaps.iter().enumerate() {
+        let disk = u32::try_from(snap.disk_index)?;
+        let index = st.chunks.get_index(&jobs::index_key(&run.id, disk)).await?;
+        anyhow::ensure!(
+            index.root_digest().to_string() == snap.root_digest,
+            "the stored index of snapshot {} does not match its recorded root digest",
+            snap.id
+        );
+        let built = ferry_image::build_disk_image(
+            &index,
+            &st.chunks,
+            &dir,
+            &format!("disk{disk}"),
+            &[ImageFormat::Qcow2],
+        )
+        .await?;
+        st.db
+            .image_disk_put(&ImageDiskRecord {
+                image_id: image.id.clone(),
+                disk_index: snap.disk_index,
+                snapshot_id: snap.id.clone(),
+                size_bytes: snap.disk_size,
+                root_digest: built.root.to_string(),
+                raw_path: built.raw.display().to_string(),
+                qcow2_path: built.qcow2.map(|p| p.display().to_string()),
+            })
+            .await?;
+        st.db
+            .image_set_status(&image.id, "Creating", (i as i64 + 1) * 100 / n, None)
+            .await?;
+        st.db
+            .job_set_progress(&job.id, 90.0 + (i as f64 + 1.0) * 10.0 / n as f64)
+            .await?;
+    }
+    st.db.image_set_status(&image.id, "Available", 100, None).await?;
+    st.db.run_transition(&run.id, "Processing", "Succeeded", None, Some(now())).await?;
+    let next = if job.run_once != 0 { "Finished" } else { "Waiting" };
+    st.db.job_complete(&job.id, &image.id, next, now()).await?;
+    tracing::info!(job = %job.id, run = %run.id, image = %image.id, "image built and verified");
+    Ok(())
+}
+
+/// The request an export task carries (see `rpc::ecs::export_image`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ExportRequest {
+    pub image_id: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub format: String,
+}
+
+async fn exporter(st: Arc<AppState>) {
+    loop {
+        match st.db.task_list().await {
+            Ok(tasks) => {
+                for t in tasks.into_iter().filter(|t| t.status == "Processing" && t.action == "ExportImage") {
+                    let result = export(&st, &t.request).await;
+                    let outcome = match &result {
+                        Ok(files) => {
+                            let json = serde_json::json!({ "Files": files }).to_string();
+                            st.db.task_finish(&t.id, "Finished", Some(&json), None).await
+                        }
+                        Err(e) => {
+                            tracing::error!(task = %t.id, error = %e, "export failed");
+                            st.db.task_finish(&t.id, "Failed", None, Some(&e.to_string())).await
+                        }
+                    };
+                    if let Err(e) = outcome {
+                        tracing::error!(task = %t.id, error = %e, "cannot record the export's result");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "exporter cannot read tasks"),
+        }
+        idle(&st, 2).await;
+    }
+}
+
+async fn export(st: &AppState, request: &str) -> anyhow::Result<Vec<String>> {
+    let req: ExportRequest = serde_json::from_str(request)?;
+    let format: ImageFormat = req.format.parse()?;
+    let disks = st.db.image_disk_list(&req.image_id).await?;
+    anyhow::ensure!(!disks.is_empty(), "image {} has no built disks", req.image_id);
+    let dir = st.bucket_dir(&req.bucket);
+    tokio::fs::create_dir_all(&dir).await?;
+    let mut files = Vec::new();
+    for d in disks {
+        let name = format!("{}{}_disk{}.{}", req.prefix, req.image_id, d.disk_index, format.name());
+        let out = dir.join(&name);
+        if let Some(parent) = out.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        ferry_image::convert(std::path::Path::new(&d.raw_path), &out, format).await?;
+        files.push(out.display().to_string());
+    }
+    Ok(files)
+}
+
+/// Marks sources whose agent went silent for three heartbeat intervals `Unavailable`
+/// (`SourceServer.Offline`); the next heartbeat brings them back.
+async fn offline_detector(st: Arc<AppState>) {
+    let interval = i64::from(st.cfg.heartbeat_interval_secs);
+    loop {
+        let at = now();
+        if let Ok((sources, _)) = st.db.source_list(&Default::default(), 0, i64::MAX).await {
+            for s in sources {
+                if s.state != "Unavailable" && s.state != "Deleting" && at - s.heartbeat_at > 3 * interval {
+                    let info = serde_json::json!({
+                        "error_code": "SourceServer.Offline",
+                        "error_msg": format!(
+                            "no heartbeat for {} s: check that ferry-agent is running on {} and can reach this server",
+                            at - s.heartbeat_at, s.name
+                        ),
+                    })
+                    .to_string();
+                    let _ = st
+                        .db
+                        .source_set_state(&s.id, "Unavailable", Some("SourceServer.Offline"), Some(&info))
+                        .await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(u64::from(st.cfg.heartbeat_interval_secs).min(10))).await;
+    }
+}
