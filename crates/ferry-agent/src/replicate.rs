@@ -443,7 +443,8 @@ async fn replicate_disk_with(
                 retry(ctx, "ask which chunks are missing", || ctx.conn.post(&mpath, &req)).await?;
             let missing: HashSet<u32> = missing.missing.into_iter().collect();
             for (k, (digest, data, buffer)) in candidates.into_iter().enumerate() {
-                if !missing.contains(&(k as u32)) {
+                // Present on the server, or the same content is already on its way in this batch.
+                if !missing.contains(&(k as u32)) || in_flight.contains(&digest) {
                     Counters::add(&c.dedup, data.len() as u64);
                     continue;
                 }

@@ -6,6 +6,7 @@
 //! rejected and never damages what is already stored.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -222,8 +223,16 @@ async fn put_chunk(
     let source = authenticate(&st, &headers).await?;
     let (job, _run) = jobs::active_run(&st, &source, &run_id).await?;
     let digest = parse_digest(&digest)?;
+    let received = body.len() as u64;
+    let m = &st.metrics;
     match st.chunks.put_verified(&digest, body).await {
         Ok(outcome) => {
+            let counter = match outcome {
+                PutOutcome::Stored => &m.chunks_stored,
+                PutOutcome::AlreadyPresent => &m.chunks_duplicate,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            m.chunk_bytes_received.fetch_add(received, Ordering::Relaxed);
             if job.status_info.is_some() {
                 // A pause (e.g. a full disk) is over.
                 st.db.job_set_status_info(&job.id, None).await.or_internal()?;
@@ -233,6 +242,9 @@ async fn put_chunk(
             })
         }
         Err(e) => {
+            if matches!(e, ChunkStoreError::Rejected { .. }) {
+                m.chunks_rejected.fetch_add(1, Ordering::Relaxed);
+            }
             let err = store_error(e);
             if err.status == 507 {
                 tracing::warn!(job = %job.id, "data directory full: run paused until space is freed");

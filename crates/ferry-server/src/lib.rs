@@ -82,6 +82,40 @@ pub struct AppState {
     pub ca_pem: String,
     /// Wakes the workers when there is new work (a run to build, an export to write).
     pub wake: Notify,
+    pub metrics: Metrics,
+}
+
+/// Counters since this process started, served at `/metrics` (Prometheus text format).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Chunk uploads that stored a new chunk.
+    pub chunks_stored: std::sync::atomic::AtomicU64,
+    /// Chunk uploads of a chunk that was already stored (a retry, or a race between two sources).
+    pub chunks_duplicate: std::sync::atomic::AtomicU64,
+    /// Chunk uploads rejected (bad digest, size, format).
+    pub chunks_rejected: std::sync::atomic::AtomicU64,
+    /// Bytes of chunk uploads received (as sent, compressed).
+    pub chunk_bytes_received: std::sync::atomic::AtomicU64,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        format!(
+            "# HELP ferry_chunk_uploads_total Chunk uploads by outcome.\n\
+             # TYPE ferry_chunk_uploads_total counter\n\
+             ferry_chunk_uploads_total{{outcome=\"stored\"}} {}\n\
+             ferry_chunk_uploads_total{{outcome=\"duplicate\"}} {}\n\
+             ferry_chunk_uploads_total{{outcome=\"rejected\"}} {}\n\
+             # HELP ferry_chunk_upload_bytes_total Bytes of chunk uploads received.\n\
+             # TYPE ferry_chunk_upload_bytes_total counter\n\
+             ferry_chunk_upload_bytes_total {}\n",
+            self.chunks_stored.load(Relaxed),
+            self.chunks_duplicate.load(Relaxed),
+            self.chunks_rejected.load(Relaxed),
+            self.chunk_bytes_received.load(Relaxed),
+        )
+    }
 }
 
 impl AppState {
@@ -186,6 +220,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         ca_fingerprint: tls.ca_fingerprint.clone(),
         ca_pem: tls.ca_pem.clone(),
         wake: Notify::new(),
+        metrics: Metrics::default(),
     });
 
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -217,6 +252,10 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .route("/", get(rpc::handle).post(rpc::handle))
         .route("/health", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|axum::extract::State(st): axum::extract::State<Arc<AppState>>| async move { st.metrics.render() }),
+        )
         .nest(ferry_types::protocol::PREFIX, agent_api::routes())
         .with_state(state)
 }

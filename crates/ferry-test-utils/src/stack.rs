@@ -1,0 +1,400 @@
+//! Whole-stack harness: a real `ferry server` process and real `ferry-agent` processes on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use ferry::client::Client;
+use ferry_server::RootCredentials;
+use serde_json::Value;
+
+use crate::{bin_path, free_port, wait_for};
+
+/// Kills a child process (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    /// `kill -9`, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .with_context(|| format!("cannot open the log of {name}"))
+}
+
+/// A `ferry server` process with its own data directory and a fixed loopback port (kept across restarts).
+pub struct ServerProc {
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub proc: Option<Proc>,
+    pub extra_args: Vec<String>,
+}
+
+impl ServerProc {
+    /// Starts a server in `data_dir` and waits until it answers.
+    pub async fn start(data_dir: &Path, extra_args: &[&str]) -> anyhow::Result<ServerProc> {
+        let mut s = ServerProc {
+            data_dir: data_dir.to_owned(),
+            port: free_port(),
+            proc: None,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+        };
+        s.restart().await?;
+        Ok(s)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the process on the same port and data directory.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        let child = Command::new(bin_path("ferry"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["--heartbeat-interval", "1"])
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log_file(&self.data_dir, "server")?))
+            .stderr(Stdio::from(log_file(&self.data_dir, "server")?))
+            .spawn()
+            .context("cannot start ferry server")?;
+        self.proc = Some(Proc {
+            child,
+            name: "ferry server".into(),
+        });
+        let creds_path = self.data_dir.join(ferry_server::ROOT_CREDENTIALS_FILE);
+        let endpoint = self.endpoint();
+        let proc = &mut self.proc;
+        wait_for(Duration::from_secs(60), "the server to answer", || {
+            let running = proc.as_mut().is_some_and(|p| p.is_running());
+            let creds_path = creds_path.clone();
+            let endpoint = endpoint.clone();
+            async move {
+                if !running {
+                    bail!("ferry server exited; see its log");
+                }
+                if !creds_path.exists() {
+                    return Ok(None);
+                }
+                let c = client_from(&creds_path, &endpoint)?;
+                Ok(c.smc("DescribeSourceServers", &[]).await.ok().map(|_| ()))
+            }
+        })
+        .await
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    pub fn credentials(&self) -> anyhow::Result<RootCredentials> {
+        let text = std::fs::read(self.data_dir.join(ferry_server::ROOT_CREDENTIALS_FILE))?;
+        Ok(serde_json::from_slice(&text)?)
+    }
+
+    /// An RPC client with the root account's key.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        client_from(&self.data_dir.join(ferry_server::ROOT_CREDENTIALS_FILE), &self.endpoint())
+    }
+
+    /// Runs the `ferry` CLI against this server; returns stdout, fails with stderr.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(bin_path("ferry"))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--endpoint")
+            .arg(self.endpoint())
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "ferry {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Creates an activation code; returns (id, code).
+    pub async fn activation_code(&self, count: u32) -> anyhow::Result<(String, String)> {
+        let v = self
+            .client()?
+            .smc("CreateAccessToken", &[("Count".into(), count.to_string())])
+            .await?;
+        Ok((
+            v["AccessTokenId"].as_str().context("AccessTokenId")?.to_owned(),
+            v["AccessTokenCode"].as_str().context("AccessTokenCode")?.to_owned(),
+        ))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- server log ----\n{}", self.log());
+        }
+    }
+}
+
+fn client_from(creds_path: &Path, endpoint: &str) -> anyhow::Result<Client> {
+    let creds: RootCredentials = serde_json::from_slice(&std::fs::read(creds_path)?)?;
+    let ca = std::fs::read_to_string(&creds.ca_cert)?;
+    Ok(Client::new(
+        endpoint,
+        &creds.access_key_id,
+        &creds.access_key_secret,
+        Some(&ca),
+    )?)
+}
+
+/// A `ferry-agent` process with its own state directory.
+pub struct AgentProc {
+    pub state_dir: PathBuf,
+    pub disks: Vec<PathBuf>,
+    pub proc: Option<Proc>,
+    pub source_id: String,
+}
+
+impl AgentProc {
+    /// Activates an agent for `disks` (image files) and starts its daemon.
+    pub async fn activate(
+        server: &ServerProc,
+        state_dir: &Path,
+        code: &str,
+        disks: &[&Path],
+    ) -> anyhow::Result<AgentProc> {
+        let fp = server.credentials()?.ca_fingerprint;
+        let mut cmd = Command::new(bin_path("ferry-agent"));
+        cmd.arg("activate")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--server")
+            .arg(server.endpoint())
+            .arg("--code")
+            .arg(code)
+            .arg("--ca-fingerprint")
+            .arg(&fp);
+        for d in disks {
+            cmd.arg("--disk-image").arg(d);
+        }
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!(
+                "ferry-agent activate failed: {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        let state: Value = serde_json::from_slice(&std::fs::read(state_dir.join("agent.json"))?)?;
+        let source_id = state["credentials"]["source_id"]
+            .as_str()
+            .context("source_id in agent.json")?
+            .to_owned();
+        let mut a = AgentProc {
+            state_dir: state_dir.to_owned(),
+            disks: disks.iter().map(|d| d.to_path_buf()).collect(),
+            proc: None,
+            source_id,
+        };
+        a.start()?;
+        Ok(a)
+    }
+
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let child = Command::new(bin_path("ferry-agent"))
+            .arg("run")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log_file(&self.state_dir, "agent")?))
+            .stderr(Stdio::from(log_file(&self.state_dir, "agent")?))
+            .spawn()
+            .context("cannot start ferry-agent")?;
+        self.proc = Some(Proc {
+            child,
+            name: "ferry-agent".into(),
+        });
+        Ok(())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- agent log ----\n{}", self.log());
+        }
+    }
+}
+
+/// One job as DescribeReplicationJobs returns it.
+pub async fn job(client: &Client, job_id: &str) -> anyhow::Result<Value> {
+    let v = client
+        .smc("DescribeReplicationJobs", &[("JobId.1".into(), job_id.into())])
+        .await?;
+    v["ReplicationJobs"]["ReplicationJob"]
+        .get(0)
+        .cloned()
+        .with_context(|| format!("job {job_id} not listed"))
+}
+
+/// Waits until a job reaches one of `statuses`; fails early if it goes InError (with its message).
+pub async fn wait_job(client: &Client, job_id: &str, statuses: &[&str], timeout: Duration) -> anyhow::Result<Value> {
+    wait_for(timeout, &format!("job {job_id} to reach {statuses:?}"), || async {
+        let j = job(client, job_id).await?;
+        let st = j["Status"].as_str().unwrap_or("");
+        if statuses.contains(&st) {
+            return Ok(Some(j));
+        }
+        if st == "InError" && !statuses.contains(&"InError") {
+            bail!("job {job_id} failed: {} {}", j["ErrorCode"], j["StatusInfo"]);
+        }
+        Ok(None)
+    })
+    .await
+}
+
+/// A counter from the server's `/metrics`, e.g. `ferry_chunk_uploads_total{outcome="duplicate"}`.
+pub async fn metric(server: &ServerProc, name: &str) -> anyhow::Result<u64> {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(server.credentials()?.ca_cert)?)?;
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()?;
+    let text = http
+        .get(format!("{}/metrics", server.endpoint()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .with_context(|| format!("metric {name} not found in /metrics: {text}"))
+}
+
+/// Params helper: `[("Key", "Value")]` → owned pairs.
+pub fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Exports an image's disks in `format` and returns the written files, waiting for the export task.
+pub async fn export(client: &Client, image_id: &str, format: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let v = client
+        .ecs(
+            "ExportImage",
+            &p(&[
+                ("RegionId", "local"),
+                ("ImageId", image_id),
+                ("OSSBucket", "exports"),
+                ("OSSPrefix", &format!("{format}/")),
+                ("ImageFormat", format),
+            ]),
+        )
+        .await?;
+    let task = v["TaskId"].as_str().context("TaskId")?.to_owned();
+    let done = wait_for(Duration::from_secs(120), "the export", || async {
+        let t = client
+            .ecs("DescribeTaskAttribute", &p(&[("RegionId", "local"), ("TaskId", &task)]))
+            .await?;
+        match t["TaskStatus"].as_str() {
+            Some("Finished") => Ok(Some(t)),
+            Some("Failed") => bail!("export failed: {}", t["ErrorMessage"]),
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    let result: Value = serde_json::from_str(done["Result"].as_str().context("Result")?)?;
+    Ok(result["Files"]
+        .as_array()
+        .context("Files")?
+        .iter()
+        .filter_map(|f| f.as_str().map(PathBuf::from))
+        .collect())
+}
+
+/// Creates and starts a job for `source_id`; returns its ID.
+pub async fn start_job(client: &Client, source_id: &str, extra: &[(&str, &str)]) -> anyhow::Result<String> {
+    let mut params = p(&[("SourceId", source_id), ("RegionId", "local")]);
+    params.extend(p(extra));
+    let v = client.smc("CreateReplicationJob", &params).await?;
+    let job_id = v["JobId"].as_str().context("JobId")?.to_owned();
+    client
+        .smc("StartReplicationJob", &p(&[("JobId", &job_id)]))
+        .await?;
+    Ok(job_id)
+}
+
+/// Waits until the agent's source is registered and heart-beating.
+pub async fn wait_source(client: &Client, source_id: &str) -> anyhow::Result<Value> {
+    wait_for(Duration::from_secs(30), "the source to be available", || async {
+        let v = client
+            .smc("DescribeSourceServers", &p(&[("SourceId.1", source_id)]))
+            .await?;
+        let s = v["SourceServers"]["SourceServer"].get(0).cloned();
+        Ok(s.filter(|s| s["State"] == "Available"))
+    })
+    .await
+}
+
+/// Byte-compares two files.
+pub fn same_bytes(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    use std::io::Read as _;
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
