@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 /// A failed call to the server.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("cannot reach the Ferry server at {server}: {source}. Check the URL, the network path and any HTTPS_PROXY")]
+    #[error(
+        "cannot reach the Ferry server at {server}: {source}. Check the URL, the network path and any HTTPS_PROXY"
+    )]
     Transport {
         server: String,
         #[source]
@@ -24,7 +26,9 @@ pub enum CallError {
         code: String,
         message: String,
     },
-    #[error("the server's answer could not be read: {0}. Are agent and server versions compatible?")]
+    #[error(
+        "the server's answer could not be read: {0}. Are agent and server versions compatible?"
+    )]
     Decode(String),
     #[error(
         "the server's CA fingerprint is {actual}, not the expected {expected}: you may be talking to another \
@@ -77,16 +81,25 @@ impl Conn {
             .danger_accept_invalid_certs(true)
             .build()
             .map_err(|e| CallError::Decode(e.to_string()))?;
-        let url = format!("{}{}/ca.pem", server.trim_end_matches('/'), protocol::PREFIX);
-        let resp = http.get(&url).send().await.map_err(|source| CallError::Transport {
-            server: server.to_owned(),
-            source,
-        })?;
+        let url = format!(
+            "{}{}/ca.pem",
+            server.trim_end_matches('/'),
+            protocol::PREFIX
+        );
+        let resp = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| CallError::Transport {
+                server: server.to_owned(),
+                source,
+            })?;
         let pem = resp.text().await.map_err(|source| CallError::Transport {
             server: server.to_owned(),
             source,
         })?;
-        let actual = protocol::ca_fingerprint(&pem).unwrap_or_else(|| "none (no certificate)".to_owned());
+        let actual =
+            protocol::ca_fingerprint(&pem).unwrap_or_else(|| "none (no certificate)".to_owned());
         let expected = fingerprint.trim().to_lowercase();
         let expected = if expected.starts_with("sha256:") {
             expected
@@ -100,9 +113,14 @@ impl Conn {
     }
 
     /// A connection that trusts only `ca_pem`.
-    pub fn new(server: &str, ca_pem: &str, creds: Option<&AgentCredentials>) -> Result<Self, CallError> {
-        let cert = reqwest::Certificate::from_pem(ca_pem.as_bytes())
-            .map_err(|e| CallError::Decode(format!("the pinned CA certificate is unreadable: {e}")))?;
+    pub fn new(
+        server: &str,
+        ca_pem: &str,
+        creds: Option<&AgentCredentials>,
+    ) -> Result<Self, CallError> {
+        let cert = reqwest::Certificate::from_pem(ca_pem.as_bytes()).map_err(|e| {
+            CallError::Decode(format!("the pinned CA certificate is unreadable: {e}"))
+        })?;
         let http = builder()
             .tls_built_in_root_certs(false)
             .add_root_certificate(cert)
@@ -155,12 +173,19 @@ impl Conn {
     }
 
     async fn decode<R: DeserializeOwned>(resp: reqwest::Response) -> Result<R, CallError> {
-        let body = resp.bytes().await.map_err(|e| CallError::Decode(e.to_string()))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError::Decode(e.to_string()))?;
         serde_json::from_slice(&body).map_err(|e| CallError::Decode(e.to_string()))
     }
 
     /// POST a JSON body, read a JSON answer.
-    pub async fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B) -> Result<R, CallError> {
+    pub async fn post<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<R, CallError> {
         let resp = self.send(self.http.post(self.url(path)).json(body)).await?;
         Self::decode(resp).await
     }
@@ -201,7 +226,9 @@ impl Conn {
                 .await
                 .map(Some)
                 .map_err(|e| CallError::Decode(e.to_string())),
-            Err(CallError::Api { status, .. }) if status == StatusCode::NOT_FOUND.as_u16() => Ok(None),
+            Err(CallError::Api { status, .. }) if status == StatusCode::NOT_FOUND.as_u16() => {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_types::inventory::{DiskSource, Inventory, Precheck};
 use ferry_types::protocol::{
-    ActivateRequest, ActivateResponse, AgentCredentials, AgentState, HeartbeatRequest, HeartbeatResponse,
-    ReplicateTask,
+    ActivateRequest, ActivateResponse, AgentCredentials, AgentState, HeartbeatRequest,
+    HeartbeatResponse, ReplicateTask,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -77,7 +77,9 @@ impl AgentStateFile {
         let path = dir.join(STATE_FILE);
         let text = match std::fs::read(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(AgentError::NotActivated(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(AgentError::NotActivated(path));
+            }
             Err(e) => return Err(io_err(&path)(e)),
         };
         serde_json::from_slice(&text).map_err(|source| AgentError::BadState { path, source })
@@ -189,7 +191,11 @@ pub async fn run(state_dir: &Path, shutdown: CancellationToken) -> Result<(), Ag
     let mut last_sent: Option<(Inventory, Vec<Precheck>)> = None;
     let mut server_time = None;
     let mut reachable: Result<(), String> = Ok(());
-    let mut current: Option<(ReplicateTask, CancellationToken, tokio::task::JoinHandle<()>)> = None;
+    let mut current: Option<(
+        ReplicateTask,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    )> = None;
     let mut backoff = Duration::from_secs(1);
     let mut collected: Option<(Inventory, std::time::Instant)> = None;
     tracing::info!(source = %state.credentials.source_id, server = %state.server, "ferry-agent running");
@@ -201,14 +207,20 @@ pub async fn run(state_dir: &Path, shutdown: CancellationToken) -> Result<(), Ag
             }
         }
         // Re-describe the server now and then, not at every heartbeat: it runs sfdisk, blkid and ip.
-        if collected.as_ref().is_none_or(|(_, at)| at.elapsed() > INVENTORY_REFRESH) {
+        if collected
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() > INVENTORY_REFRESH)
+        {
             let o = opts.clone();
             let inv = tokio::task::spawn_blocking(move || collect_inventory(&o))
                 .await
                 .map_err(|e| AgentError::Inventory(e.to_string()))??;
             collected = Some((inv, std::time::Instant::now()));
         }
-        let inventory = collected.as_ref().map(|(i, _)| i.clone()).ok_or_else(|| AgentError::Inventory("no inventory".into()))?;
+        let inventory = collected
+            .as_ref()
+            .map(|(i, _)| i.clone())
+            .ok_or_else(|| AgentError::Inventory("no inventory".into()))?;
         let prechecks = precheck::run(
             &inventory,
             &PrecheckContext {
@@ -229,7 +241,10 @@ pub async fn run(state_dir: &Path, shutdown: CancellationToken) -> Result<(), Ag
             prechecks: changed.then(|| prechecks.clone()),
         };
         let interval;
-        match conn.post_timed::<_, HeartbeatResponse>("/heartbeat", &req).await {
+        match conn
+            .post_timed::<_, HeartbeatResponse>("/heartbeat", &req)
+            .await
+        {
             Ok((resp, time)) => {
                 server_time = time;
                 reachable = Ok(());
@@ -263,10 +278,19 @@ pub async fn run(state_dir: &Path, shutdown: CancellationToken) -> Result<(), Ag
     }
 }
 
-type Current = Option<(ReplicateTask, CancellationToken, tokio::task::JoinHandle<()>)>;
+type Current = Option<(
+    ReplicateTask,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+)>;
 
 /// Starts the run the server wants, and abandons one it no longer wants.
-fn steer(current: Current, wanted: Option<ReplicateTask>, conn: &Conn, disks: &[PathBuf]) -> Current {
+fn steer(
+    current: Current,
+    wanted: Option<ReplicateTask>,
+    conn: &Conn,
+    disks: &[PathBuf],
+) -> Current {
     match (current, wanted) {
         (Some(cur), Some(w)) if cur.0.run_id == w.run_id => Some(cur),
         (cur, wanted) => {
@@ -276,7 +300,8 @@ fn steer(current: Current, wanted: Option<ReplicateTask>, conn: &Conn, disks: &[
             }
             wanted.map(|task| {
                 let cancel = CancellationToken::new();
-                let (conn, disks, t, c) = (conn.clone(), disks.to_vec(), task.clone(), cancel.clone());
+                let (conn, disks, t, c) =
+                    (conn.clone(), disks.to_vec(), task.clone(), cancel.clone());
                 let handle = tokio::spawn(async move {
                     let run = t.run_id.clone();
                     tracing::info!(%run, disks = ?t.disks, "replication run started");
@@ -285,7 +310,9 @@ fn steer(current: Current, wanted: Option<ReplicateTask>, conn: &Conn, disks: &[
                             %run, scanned = p.bytes_scanned, sent = p.bytes_sent, ms = p.elapsed_ms,
                             "replication run finished"
                         ),
-                        Err(replicate::ReplicateError::Stopped) => tracing::info!(%run, "replication run stopped"),
+                        Err(replicate::ReplicateError::Stopped) => {
+                            tracing::info!(%run, "replication run stopped")
+                        }
                         Err(e) => tracing::error!(%run, error = %e, "replication run failed"),
                     }
                 });

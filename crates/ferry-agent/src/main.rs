@@ -92,7 +92,8 @@ async fn run_daemon(state_dir: PathBuf) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
@@ -117,10 +118,14 @@ async fn main() {
                 disks,
                 run,
             } => {
-                let state = daemon::activate(&state_dir, &server, &code, &ca_fingerprint, disks.configs())
-                    .await
-                    .context("activation failed")?;
-                println!("Import Source Server [{}] Successfully!", state.credentials.source_id);
+                let state =
+                    daemon::activate(&state_dir, &server, &code, &ca_fingerprint, disks.configs())
+                        .await
+                        .context("activation failed")?;
+                println!(
+                    "Import Source Server [{}] Successfully!",
+                    state.credentials.source_id
+                );
                 if run {
                     run_daemon(state_dir).await?;
                 }

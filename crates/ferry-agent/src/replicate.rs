@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferry_chunk::{Digest, DiskIndex};
 use ferry_types::protocol::{
-    ChunkStored, MissingRequest, MissingResponse, ReplicateTask, RunFinish, RunProgress, SnapshotCommitted,
+    ChunkStored, MissingRequest, MissingResponse, ReplicateTask, RunFinish, RunProgress,
+    SnapshotCommitted,
 };
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -43,14 +44,18 @@ pub enum ReplicateError {
     Stopped,
     #[error("disk {disk} is not known to this agent: re-activate it with that disk (--disk)")]
     UnknownDisk { disk: u32 },
-    #[error("cannot read disk {path} at offset {offset}: {source}. Check the device and the agent's permissions")]
+    #[error(
+        "cannot read disk {path} at offset {offset}: {source}. Check the device and the agent's permissions"
+    )]
     Read {
         path: PathBuf,
         offset: u64,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open disk {path}: {source}. Check that it exists and that ferry-agent runs as root")]
+    #[error(
+        "cannot open disk {path}: {source}. Check that it exists and that ferry-agent runs as root"
+    )]
     Open {
         path: PathBuf,
         #[source]
@@ -162,7 +167,9 @@ pub async fn run_task(
     let started = Instant::now();
     let mut todo = Vec::new();
     for &d in &task.disks {
-        let path = disks.get(d as usize).ok_or(ReplicateError::UnknownDisk { disk: d })?;
+        let path = disks
+            .get(d as usize)
+            .ok_or(ReplicateError::UnknownDisk { disk: d })?;
         let size = disk_size(path)?;
         counters.total.fetch_add(size, Ordering::Relaxed);
         if task.committed_disks.contains(&d) {
@@ -238,7 +245,9 @@ async fn report_progress(ctx: Arc<RunCtx>, started: Instant) {
     let path = format!("/runs/{}/progress", ctx.task.run_id);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let p = ctx.counters.snapshot(started, throughput(&ctx.counters, started));
+        let p = ctx
+            .counters
+            .snapshot(started, throughput(&ctx.counters, started));
         if let Err(e) = ctx.conn.post::<_, serde_json::Value>(&path, &p).await {
             tracing::debug!(error = %e, "progress report failed");
         }
@@ -251,11 +260,12 @@ pub fn disk_size(path: &Path) -> Result<u64, ReplicateError> {
         path: path.to_owned(),
         source,
     })?;
-    f.seek(SeekFrom::End(0)).map_err(|source| ReplicateError::Read {
-        path: path.to_owned(),
-        offset: 0,
-        source,
-    })
+    f.seek(SeekFrom::End(0))
+        .map_err(|source| ReplicateError::Read {
+            path: path.to_owned(),
+            offset: 0,
+            source,
+        })
 }
 
 /// Calls `f` until it succeeds, backing off on transient errors; stops on cancellation or a permanent
@@ -281,7 +291,9 @@ where
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "cannot {what} yet; retrying in {delay:?}");
                 if e.code() == Some("NoSpace") {
-                    if let (Ok(mut p), CallError::Api { message, .. }) = (ctx.counters.paused.lock(), &e) {
+                    if let (Ok(mut p), CallError::Api { message, .. }) =
+                        (ctx.counters.paused.lock(), &e)
+                    {
                         *p = Some(message.clone());
                     }
                 }
@@ -315,7 +327,9 @@ async fn replicate_disk(ctx: &Arc<RunCtx>, disk: u32, path: &Path) -> Result<(),
     let chunk_size = ctx.task.chunk_size;
     let base = fetch_base(ctx, disk, chunk_size).await?;
     match replicate_disk_with(ctx, disk, path, base.as_ref()).await {
-        Err(ReplicateError::Server(CallError::Api { code, .. })) if code == "IndexRejected" && base.is_some() => {
+        Err(ReplicateError::Server(CallError::Api { code, .. }))
+            if code == "IndexRejected" && base.is_some() =>
+        {
             // A chunk the previous snapshot referenced is gone from the server: send the disk in full.
             tracing::warn!(%run, disk, "server lacks chunks of the previous snapshot; checking every chunk");
             replicate_disk_with(ctx, disk, path, None).await
@@ -324,9 +338,16 @@ async fn replicate_disk(ctx: &Arc<RunCtx>, disk: u32, path: &Path) -> Result<(),
     }
 }
 
-async fn fetch_base(ctx: &RunCtx, disk: u32, chunk_size: u32) -> Result<Option<DiskIndex>, ReplicateError> {
+async fn fetch_base(
+    ctx: &RunCtx,
+    disk: u32,
+    chunk_size: u32,
+) -> Result<Option<DiskIndex>, ReplicateError> {
     let path = format!("/runs/{}/disks/{disk}/base", ctx.task.run_id);
-    let bytes = retry(ctx, "fetch the previous snapshot", || ctx.conn.get_bytes(&path)).await?;
+    let bytes = retry(ctx, "fetch the previous snapshot", || {
+        ctx.conn.get_bytes(&path)
+    })
+    .await?;
     Ok(bytes
         .and_then(|b| DiskIndex::decode(&b).ok())
         .filter(|i| i.chunk_size == chunk_size))
@@ -359,12 +380,17 @@ async fn replicate_disk_with(
         let path = path.to_owned();
         tokio::spawn(async move {
             for idx in 0..count {
-                let Ok(buffer) = buffers.clone().acquire_owned().await else { return };
-                let Ok(cpu) = ctx.cpu.clone().acquire_owned().await else { return };
+                let Ok(buffer) = buffers.clone().acquire_owned().await else {
+                    return;
+                };
+                let Ok(cpu) = ctx.cpu.clone().acquire_owned().await else {
+                    return;
+                };
                 if ctx.cancel.is_cancelled() {
                     return;
                 }
-                let (file, base, path, tx) = (file.clone(), base_entries.clone(), path.clone(), tx.clone());
+                let (file, base, path, tx) =
+                    (file.clone(), base_entries.clone(), path.clone(), tx.clone());
                 tokio::spawn(async move {
                     let offset = idx as u64 * chunk_size;
                     let len = (size - offset).min(chunk_size) as usize;
@@ -439,8 +465,10 @@ async fn replicate_disk_with(
                 digests: candidates.iter().map(|(d, _, _)| d.to_string()).collect(),
             };
             let mpath = format!("/runs/{}/missing", ctx.task.run_id);
-            let missing: MissingResponse =
-                retry(ctx, "ask which chunks are missing", || ctx.conn.post(&mpath, &req)).await?;
+            let missing: MissingResponse = retry(ctx, "ask which chunks are missing", || {
+                ctx.conn.post(&mpath, &req)
+            })
+            .await?;
             let missing: HashSet<u32> = missing.missing.into_iter().collect();
             for (k, (digest, data, buffer)) in candidates.into_iter().enumerate() {
                 // Present on the server, or the same content is already on its way in this batch.
@@ -490,8 +518,10 @@ async fn replicate_disk_with(
     };
     let body = Bytes::from(index.encode());
     let ipath = format!("/runs/{}/disks/{disk}/index", ctx.task.run_id);
-    let committed: SnapshotCommitted =
-        retry(ctx, "commit the disk index", || ctx.conn.put(&ipath, body.clone())).await?;
+    let committed: SnapshotCommitted = retry(ctx, "commit the disk index", || {
+        ctx.conn.put(&ipath, body.clone())
+    })
+    .await?;
     let expected = index.root_digest().to_string();
     if committed.root_digest != expected {
         return Err(ReplicateError::Internal(format!(

@@ -23,13 +23,17 @@ pub use records::*;
 /// A data-access error.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot open the database {url}: {source}. Check the --database option and that the path is writable")]
+    #[error(
+        "cannot open the database {url}: {source}. Check the --database option and that the path is writable"
+    )]
     Open {
         url: String,
         #[source]
         source: sqlx::Error,
     },
-    #[error("cannot upgrade the database schema: {0}. Restore the database from a backup or report a bug")]
+    #[error(
+        "cannot upgrade the database schema: {0}. Restore the database from a backup or report a bug"
+    )]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),

@@ -120,17 +120,24 @@ impl Db {
         Ok(())
     }
 
-    pub async fn activation_code_by_hash(&self, code_hash: &str) -> Result<Option<ActivationCodeRecord>> {
-        Ok(sqlx::query_as("SELECT * FROM activation_codes WHERE code_hash = $1")
-            .bind(code_hash)
-            .fetch_optional(&self.pool)
-            .await?)
+    pub async fn activation_code_by_hash(
+        &self,
+        code_hash: &str,
+    ) -> Result<Option<ActivationCodeRecord>> {
+        Ok(
+            sqlx::query_as("SELECT * FROM activation_codes WHERE code_hash = $1")
+                .bind(code_hash)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn activation_code_list(&self) -> Result<Vec<ActivationCodeRecord>> {
-        Ok(sqlx::query_as("SELECT * FROM activation_codes ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM activation_codes ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn activation_code_disable(&self, id: &str) -> Result<bool> {
@@ -152,7 +159,12 @@ impl Db {
     /// Registers a source with an activation code in one transaction: the code's use count goes up only if
     /// it is still usable at `at` (not disabled, not expired, uses left), and the source is inserted with it.
     /// Returns `false` (and changes nothing) when the code was not usable.
-    pub async fn source_register(&self, code_id: &str, source: &SourceRecord, at: i64) -> Result<bool> {
+    pub async fn source_register(
+        &self,
+        code_id: &str,
+        source: &SourceRecord,
+        at: i64,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE activation_codes SET registered_count = registered_count + 1 \
@@ -241,10 +253,12 @@ impl Db {
     }
 
     pub async fn source_by_agent_key(&self, key_id: &str) -> Result<Option<SourceRecord>> {
-        Ok(sqlx::query_as("SELECT * FROM sources WHERE agent_key_id = $1")
-            .bind(key_id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM sources WHERE agent_key_id = $1")
+                .bind(key_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Lists sources matching `filter`, ordered by creation; returns one page and the total count.
@@ -254,9 +268,10 @@ impl Db {
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<SourceRecord>, i64)> {
-        let all: Vec<SourceRecord> = sqlx::query_as("SELECT * FROM sources ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let all: Vec<SourceRecord> =
+            sqlx::query_as("SELECT * FROM sources ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?;
         // TODO-perf: push the filters into SQL once the API issue settles the full filter set.
         let matched: Vec<SourceRecord> = all
             .into_iter()
@@ -308,13 +323,15 @@ impl Db {
         error_code: Option<&str>,
         status_info: Option<&str>,
     ) -> Result<()> {
-        sqlx::query("UPDATE sources SET state = $2, error_code = $3, status_info = $4 WHERE id = $1")
-            .bind(id)
-            .bind(state)
-            .bind(error_code)
-            .bind(status_info)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE sources SET state = $2, error_code = $3, status_info = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(error_code)
+        .bind(status_info)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }
@@ -360,7 +377,9 @@ pub struct JobFilter {
 }
 
 /// Job statuses in which a source counts as having an open job (SMC: one open job per source).
-pub const OPEN_JOB_STATUSES: &[&str] = &["Ready", "Running", "Stopped", "Waiting", "InError", "Expired"];
+pub const OPEN_JOB_STATUSES: &[&str] = &[
+    "Ready", "Running", "Stopped", "Waiting", "InError", "Expired",
+];
 
 impl Db {
     /// Creates a job and marks its source `InUse` in one transaction, if the source is `Available` and has
@@ -437,7 +456,12 @@ impl Db {
         Ok(n > 0)
     }
 
-    pub async fn job_list(&self, f: &JobFilter, offset: i64, limit: i64) -> Result<(Vec<JobRecord>, i64)> {
+    pub async fn job_list(
+        &self,
+        f: &JobFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<JobRecord>, i64)> {
         let all: Vec<JobRecord> = sqlx::query_as("SELECT * FROM jobs ORDER BY created_at, id")
             .fetch_all(&self.pool)
             .await?;
@@ -532,7 +556,12 @@ impl Db {
         Ok(())
     }
 
-    pub async fn job_set_times(&self, id: &str, start: Option<i64>, end: Option<i64>) -> Result<()> {
+    pub async fn job_set_times(
+        &self,
+        id: &str,
+        start: Option<i64>,
+        end: Option<i64>,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE jobs SET start_time = COALESCE($2, start_time), end_time = $3 WHERE id = $1",
         )
@@ -546,7 +575,13 @@ impl Db {
 
     /// Finishes a run's image step: the job records the image and moves to `status`; for a finished
     /// one-shot job the source becomes available again.
-    pub async fn job_complete(&self, id: &str, image_id: &str, status: &str, at: i64) -> Result<()> {
+    pub async fn job_complete(
+        &self,
+        id: &str,
+        image_id: &str,
+        status: &str,
+        at: i64,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE jobs SET status = $2, business_status = NULL, image_id = $3, end_time = $4, progress = 100, \
@@ -626,18 +661,22 @@ impl Db {
 
     /// All runs of a job, oldest first.
     pub async fn run_list(&self, job_id: &str) -> Result<Vec<RunRecord>> {
-        Ok(sqlx::query_as("SELECT * FROM runs WHERE job_id = $1 ORDER BY seq")
-            .bind(job_id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM runs WHERE job_id = $1 ORDER BY seq")
+                .bind(job_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Runs in a given status across all jobs (for the workers).
     pub async fn run_list_by_status(&self, status: &str) -> Result<Vec<RunRecord>> {
-        Ok(sqlx::query_as("SELECT * FROM runs WHERE status = $1 ORDER BY started_at, id")
-            .bind(status)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM runs WHERE status = $1 ORDER BY started_at, id")
+                .bind(status)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn run_set_progress(&self, id: &str, progress: &str) -> Result<()> {
@@ -733,10 +772,12 @@ impl Db {
     }
 
     pub async fn snapshot_list_by_run(&self, run_id: &str) -> Result<Vec<SnapshotRecord>> {
-        Ok(sqlx::query_as("SELECT * FROM snapshots WHERE run_id = $1 ORDER BY disk_index")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM snapshots WHERE run_id = $1 ORDER BY disk_index")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// The newest snapshot of a job's disk from a run other than `except_run`: the base of an incremental run.
@@ -835,9 +876,11 @@ impl Db {
     }
 
     pub async fn image_list(&self) -> Result<Vec<ImageRecord>> {
-        Ok(sqlx::query_as("SELECT * FROM images ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM images ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn image_name_taken(&self, name: &str) -> Result<bool> {
@@ -891,10 +934,12 @@ impl Db {
     }
 
     pub async fn image_disk_list(&self, image_id: &str) -> Result<Vec<ImageDiskRecord>> {
-        Ok(sqlx::query_as("SELECT * FROM image_disks WHERE image_id = $1 ORDER BY disk_index")
-            .bind(image_id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM image_disks WHERE image_id = $1 ORDER BY disk_index")
+                .bind(image_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }
 
@@ -947,9 +992,11 @@ impl Db {
     }
 
     pub async fn task_list(&self) -> Result<Vec<TaskRecord>> {
-        Ok(sqlx::query_as("SELECT * FROM tasks ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM tasks ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn task_finish(

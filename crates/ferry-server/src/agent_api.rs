@@ -18,8 +18,9 @@ use ferry_api::ApiError;
 use ferry_chunk::{ChunkStoreError, Digest, DiskIndex, PutOutcome, StoreError};
 use ferry_db::{SourceRecord, now};
 use ferry_types::protocol::{
-    ActivateRequest, ActivateResponse, AgentApiError, ChunkStored, HeartbeatRequest, HeartbeatResponse,
-    MissingRequest, MissingResponse, RunFinish, RunProgress, SERVER_TIME_HEADER, SnapshotCommitted,
+    ActivateRequest, ActivateResponse, AgentApiError, ChunkStored, HeartbeatRequest,
+    HeartbeatResponse, MissingRequest, MissingResponse, RunFinish, RunProgress, SERVER_TIME_HEADER,
+    SnapshotCommitted,
 };
 use subtle::ConstantTimeEq as _;
 
@@ -65,7 +66,8 @@ impl From<ApiError> for AgentError {
 
 impl IntoResponse for AgentError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = AgentApiError {
             code: self.0.code.to_string(),
             message: self.0.message.clone(),
@@ -89,13 +91,17 @@ fn ok<T: serde::Serialize>(v: T) -> Result<Response, AgentError> {
 /// Maps object-store failures: a full disk is the operator's to fix (507, the agent pauses and retries).
 pub fn store_error(e: ChunkStoreError) -> ApiError {
     match e {
-        ChunkStoreError::Store(StoreError::NoSpace { .. }) => ApiError::new("NoSpace", 507, e.to_string()),
+        ChunkStoreError::Store(StoreError::NoSpace { .. }) => {
+            ApiError::new("NoSpace", 507, e.to_string())
+        }
         ChunkStoreError::Rejected { digest, source } => ApiError::new(
             "ChunkRejected",
             400,
             format!("chunk {digest} rejected: {source}"),
         ),
-        ChunkStoreError::Index(i) => ApiError::new("IndexRejected", 409, format!("index rejected: {i}")),
+        ChunkStoreError::Index(i) => {
+            ApiError::new("IndexRejected", 409, format!("index rejected: {i}"))
+        }
         other => internal(other),
     }
 }
@@ -104,7 +110,9 @@ fn unauthorized(why: &str) -> AgentError {
     AgentError(ApiError::new(
         "Unauthorized",
         401,
-        format!("{why}: re-activate this agent with a new activation code (`ferry-agent activate`)"),
+        format!(
+            "{why}: re-activate this agent with a new activation code (`ferry-agent activate`)"
+        ),
     ))
 }
 
@@ -125,7 +133,9 @@ async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<SourceRecord
         .source_by_agent_key(key_id)
         .await
         .or_internal()?
-        .ok_or_else(|| unauthorized("unknown agent credentials (was the source server deleted?)"))?;
+        .ok_or_else(|| {
+            unauthorized("unknown agent credentials (was the source server deleted?)")
+        })?;
     let ok: bool = secret_hash(secret)
         .as_bytes()
         .ct_eq(source.agent_secret_hash.as_bytes())
@@ -168,15 +178,38 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AgentErr
 async fn heartbeat(State(st): St, headers: HeaderMap, body: Bytes) -> Result<Response, AgentError> {
     let mut source = authenticate(&st, &headers).await?;
     let req: HeartbeatRequest = parse_json(&body)?;
-    let inventory = req.inventory.as_ref().map(serde_json::to_string).transpose().or_internal()?;
-    let prechecks = req.prechecks.as_ref().map(serde_json::to_string).transpose().or_internal()?;
+    let inventory = req
+        .inventory
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .or_internal()?;
+    let prechecks = req
+        .prechecks
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .or_internal()?;
     st.db
-        .source_update_heartbeat(&source.id, now(), &req.agent_version, inventory.as_deref(), prechecks.as_deref())
+        .source_update_heartbeat(
+            &source.id,
+            now(),
+            &req.agent_version,
+            inventory.as_deref(),
+            prechecks.as_deref(),
+        )
         .await
         .or_internal()?;
     if source.state == "Unavailable" {
-        let back = if source.job_id.is_some() { "InUse" } else { "Available" };
-        st.db.source_set_state(&source.id, back, None, None).await.or_internal()?;
+        let back = if source.job_id.is_some() {
+            "InUse"
+        } else {
+            "Available"
+        };
+        st.db
+            .source_set_state(&source.id, back, None, None)
+            .await
+            .or_internal()?;
         source.state = back.to_owned();
     }
     let task = jobs::task_for_source(&st, &source).await?;
@@ -188,7 +221,10 @@ async fn heartbeat(State(st): St, headers: HeaderMap, body: Bytes) -> Result<Res
 
 fn parse_digest(hex: &str) -> Result<Digest, AgentError> {
     hex.parse().map_err(|_| {
-        AgentError(ApiError::invalid_parameter("digest", format!("{hex:?} is not a BLAKE3 digest in hex")))
+        AgentError(ApiError::invalid_parameter(
+            "digest",
+            format!("{hex:?} is not a BLAKE3 digest in hex"),
+        ))
     })
 }
 
@@ -207,7 +243,11 @@ async fn missing(
             format!("at most {MAX_MISSING_BATCH} digests per request"),
         )));
     }
-    let digests = req.digests.iter().map(|d| parse_digest(d)).collect::<Result<Vec<_>, _>>()?;
+    let digests = req
+        .digests
+        .iter()
+        .map(|d| parse_digest(d))
+        .collect::<Result<Vec<_>, _>>()?;
     let missing = st.chunks.missing(&digests).await.map_err(store_error)?;
     ok(MissingResponse {
         missing: missing.into_iter().map(|i| i as u32).collect(),
@@ -232,10 +272,14 @@ async fn put_chunk(
                 PutOutcome::AlreadyPresent => &m.chunks_duplicate,
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            m.chunk_bytes_received.fetch_add(received, Ordering::Relaxed);
+            m.chunk_bytes_received
+                .fetch_add(received, Ordering::Relaxed);
             if job.status_info.is_some() {
                 // A pause (e.g. a full disk) is over.
-                st.db.job_set_status_info(&job.id, None).await.or_internal()?;
+                st.db
+                    .job_set_status_info(&job.id, None)
+                    .await
+                    .or_internal()?;
             }
             ok(ChunkStored {
                 stored: matches!(outcome, PutOutcome::Stored),
@@ -259,8 +303,12 @@ async fn put_chunk(
 }
 
 fn parse_disk(disk: &str) -> Result<u32, AgentError> {
-    disk.parse()
-        .map_err(|_| AgentError(ApiError::invalid_parameter("disk", format!("{disk:?} is not a disk index"))))
+    disk.parse().map_err(|_| {
+        AgentError(ApiError::invalid_parameter(
+            "disk",
+            format!("{disk:?} is not a disk index"),
+        ))
+    })
 }
 
 async fn put_index(
@@ -272,8 +320,13 @@ async fn put_index(
     let source = authenticate(&st, &headers).await?;
     let (job, run) = jobs::active_run(&st, &source, &run_id).await?;
     let disk = parse_disk(&disk)?;
-    let index = DiskIndex::decode(&body)
-        .map_err(|e| AgentError(ApiError::new("IndexRejected", 400, format!("index rejected: {e}"))))?;
+    let index = DiskIndex::decode(&body).map_err(|e| {
+        AgentError(ApiError::new(
+            "IndexRejected",
+            400,
+            format!("index rejected: {e}"),
+        ))
+    })?;
     let snap = jobs::commit_snapshot(&st, &job, &run, disk, &index).await?;
     ok(SnapshotCommitted {
         snapshot_id: snap.id.parse().or_internal()?,
@@ -298,7 +351,10 @@ async fn get_base(
         return Err(AgentError(ApiError::new(
             "NoBaseSnapshot",
             404,
-            format!("job {} has no earlier snapshot of disk {disk}: this run is a full sync", job.id),
+            format!(
+                "job {} has no earlier snapshot of disk {disk}: this run is a full sync",
+                job.id
+            ),
         )));
     };
     let index = st
@@ -307,7 +363,11 @@ async fn get_base(
         .await
         .map_err(store_error)?;
     Ok(with_time(
-        ([(axum::http::header::CONTENT_TYPE, "application/octet-stream")], index.encode()).into_response(),
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            index.encode(),
+        )
+            .into_response(),
     ))
 }
 

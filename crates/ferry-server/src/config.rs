@@ -47,19 +47,21 @@ impl ServerConfig {
                 self.data_dir.display()
             )));
         }
-        if let Some(url) = &self.database {
-            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(ServerError::Config(format!(
-                    "--database {url:?} is not supported: use sqlite://PATH or postgres://USER@HOST/DB"
-                )));
-            }
+        if let Some(url) = &self.database
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            return Err(ServerError::Config(format!(
+                "--database {url:?} is not supported: use sqlite://PATH or postgres://USER@HOST/DB"
+            )));
         }
-        if let Some(url) = &self.public_url {
-            if !url.starts_with("https://") {
-                return Err(ServerError::Config(format!(
-                    "--public-url {url:?} must start with https:// (agents only talk HTTPS)"
-                )));
-            }
+        if let Some(url) = &self.public_url
+            && !url.starts_with("https://")
+        {
+            return Err(ServerError::Config(format!(
+                "--public-url {url:?} must start with https:// (agents only talk HTTPS)"
+            )));
         }
         if self.heartbeat_interval_secs == 0 || self.heartbeat_interval_secs > 3600 {
             return Err(ServerError::Config(format!(
@@ -83,7 +85,11 @@ impl ServerConfig {
 
     /// Names the TLS certificate is valid for.
     pub fn tls_names(&self) -> Vec<String> {
-        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        let mut names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
         if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
             let h = h.trim();
             if !h.is_empty() && !names.iter().any(|n| n == h) {

@@ -38,7 +38,9 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Db(#[from] ferry_db::DbError),
-    #[error("TLS setup failed: {0}. Remove <data>/tls to start over with a new CA (agents must then re-activate)")]
+    #[error(
+        "TLS setup failed: {0}. Remove <data>/tls to start over with a new CA (agents must then re-activate)"
+    )]
     Tls(String),
     #[error("cannot listen on {addr}: {source}. Choose another address with --listen")]
     Listen {
@@ -168,7 +170,12 @@ fn endpoint_for(addr: SocketAddr) -> String {
 pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     cfg.validate()?;
     let data = cfg.data_dir.clone();
-    for dir in [data.clone(), data.join("objects"), data.join("images"), data.join("buckets")] {
+    for dir in [
+        data.clone(),
+        data.join("objects"),
+        data.join("images"),
+        data.join("buckets"),
+    ] {
         std::fs::create_dir_all(&dir).map_err(|e| ServerError::io(&dir, e))?;
     }
     let db = match &cfg.database {
@@ -254,7 +261,11 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .route("/health", get(|| async { "ok" }))
         .route(
             "/metrics",
-            get(|axum::extract::State(st): axum::extract::State<Arc<AppState>>| async move { st.metrics.render() }),
+            get(
+                |axum::extract::State(st): axum::extract::State<Arc<AppState>>| async move {
+                    st.metrics.render()
+                },
+            ),
         )
         .nest(ferry_types::protocol::PREFIX, agent_api::routes())
         .with_state(state)

@@ -48,7 +48,8 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<TlsMaterial, ServerError> 
             fs::read_to_string(&ca_key_path).map_err(|e| ServerError::io(&ca_key_path, e))?,
         )
     } else {
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA params", e))?;
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA params", e))?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
             .distinguished_name
@@ -56,7 +57,9 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<TlsMaterial, ServerError> 
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_after = rcgen::date_time_ymd(2046, 1, 1);
         let key = KeyPair::generate().map_err(|e| tls_err("CA key", e))?;
-        let cert = params.self_signed(&key).map_err(|e| tls_err("CA certificate", e))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| tls_err("CA certificate", e))?;
         write_secret(&ca_key_path, key.serialize_pem().as_bytes())?;
         write_public(&ca_cert_path, cert.pem().as_bytes())?;
         (cert.pem(), key.serialize_pem())
@@ -65,14 +68,15 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<TlsMaterial, ServerError> 
     let wanted_names = names.join("\n");
     let have_names = fs::read_to_string(&names_path).unwrap_or_default();
     if !(cert_path.exists() && key_path.exists() && have_names == wanted_names) {
-        let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| tls_err("reading the CA key", e))?;
+        let ca_key =
+            KeyPair::from_pem(&ca_key_pem).map_err(|e| tls_err("reading the CA key", e))?;
         let ca_params = CertificateParams::from_ca_cert_pem(&ca_pem)
             .map_err(|e| tls_err("reading the CA certificate", e))?;
         let ca = ca_params
             .self_signed(&ca_key)
             .map_err(|e| tls_err("loading the CA", e))?;
-        let mut params =
-            CertificateParams::new(names.to_vec()).map_err(|e| tls_err("server certificate names", e))?;
+        let mut params = CertificateParams::new(names.to_vec())
+            .map_err(|e| tls_err("server certificate names", e))?;
         params
             .distinguished_name
             .push(DnType::CommonName, "Ferry server");
@@ -86,8 +90,12 @@ pub fn ensure(dir: &Path, names: &[String]) -> Result<TlsMaterial, ServerError> 
         write_public(&names_path, wanted_names.as_bytes())?;
     }
 
-    let ca_fingerprint = fingerprint_of_pem(&ca_pem)
-        .ok_or_else(|| ServerError::Tls(format!("{} is not a PEM certificate", ca_cert_path.display())))?;
+    let ca_fingerprint = fingerprint_of_pem(&ca_pem).ok_or_else(|| {
+        ServerError::Tls(format!(
+            "{} is not a PEM certificate",
+            ca_cert_path.display()
+        ))
+    })?;
     Ok(TlsMaterial {
         ca_cert: ca_cert_path,
         server_cert: cert_path,
@@ -118,7 +126,8 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
         f.write_all(bytes).map_err(|e| ServerError::io(&tmp, e))?;
         f.sync_all().map_err(|e| ServerError::io(&tmp, e))?;
     }
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(|e| ServerError::io(&tmp, e))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
+        .map_err(|e| ServerError::io(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| ServerError::io(path, e))?;
     Ok(())
 }

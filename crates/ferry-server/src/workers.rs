@@ -34,8 +34,20 @@ async fn image_builder(st: Arc<AppState>) {
                     if let Err(e) = build_run(&st, &run).await {
                         tracing::error!(run = %run.id, error = %e, "image build failed");
                         let msg = format!("building the image failed: {e}");
-                        let _ = st.db.run_transition(&run.id, "Processing", "Failed", Some(&msg), Some(now())).await;
-                        let _ = st.db.job_set_error(&run.job_id, "ImageBuild.Failed", &msg).await;
+                        let _ = st
+                            .db
+                            .run_transition(
+                                &run.id,
+                                "Processing",
+                                "Failed",
+                                Some(&msg),
+                                Some(now()),
+                            )
+                            .await;
+                        let _ = st
+                            .db
+                            .job_set_error(&run.job_id, "ImageBuild.Failed", &msg)
+                            .await;
                     }
                 }
             }
@@ -48,9 +60,13 @@ async fn image_builder(st: Arc<AppState>) {
 /// Builds (or rebuilds) the image of a run from its snapshots, verifies every disk against its snapshot's
 /// root digest, and only then marks it available.
 async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
-    let job = jobs::get_job(st, &run.job_id).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let job = jobs::get_job(st, &run.job_id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let source = st.db.source_get(&job.source_id).await?;
-    let inv: Option<Inventory> = source.as_ref().and_then(|s| serde_json::from_str(&s.inventory).ok());
+    let inv: Option<Inventory> = source
+        .as_ref()
+        .and_then(|s| serde_json::from_str(&s.inventory).ok());
     let image = match st.db.image_by_run(&run.id).await? {
         Some(i) => i,
         None => {
@@ -71,8 +87,14 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
                 progress: 0,
                 size_gib: (total + (1 << 30) - 1) >> 30,
                 platform: inv.as_ref().map(|i| i.os.name.clone()).unwrap_or_default(),
-                os_name: inv.as_ref().map(|i| i.os.pretty_name.clone()).unwrap_or_default(),
-                architecture: inv.as_ref().map(|i| i.architecture.clone()).unwrap_or_else(|| "x86_64".into()),
+                os_name: inv
+                    .as_ref()
+                    .map(|i| i.os.pretty_name.clone())
+                    .unwrap_or_default(),
+                architecture: inv
+                    .as_ref()
+                    .map(|i| i.architecture.clone())
+                    .unwrap_or_else(|| "x86_64".into()),
                 boot_mode: inv
                     .as_ref()
                     .map(|i| format!("{:?}", i.boot_mode))
@@ -125,9 +147,17 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
             .job_set_progress(&job.id, 90.0 + (i as f64 + 1.0) * 10.0 / n as f64)
             .await?;
     }
-    st.db.image_set_status(&image.id, "Available", 100, None).await?;
-    st.db.run_transition(&run.id, "Processing", "Succeeded", None, Some(now())).await?;
-    let next = if job.run_once != 0 { "Finished" } else { "Waiting" };
+    st.db
+        .image_set_status(&image.id, "Available", 100, None)
+        .await?;
+    st.db
+        .run_transition(&run.id, "Processing", "Succeeded", None, Some(now()))
+        .await?;
+    let next = if job.run_once != 0 {
+        "Finished"
+    } else {
+        "Waiting"
+    };
     st.db.job_complete(&job.id, &image.id, next, now()).await?;
     tracing::info!(job = %job.id, run = %run.id, image = %image.id, "image built and verified");
     Ok(())
@@ -146,16 +176,23 @@ async fn exporter(st: Arc<AppState>) {
     loop {
         match st.db.task_list().await {
             Ok(tasks) => {
-                for t in tasks.into_iter().filter(|t| t.status == "Processing" && t.action == "ExportImage") {
+                for t in tasks
+                    .into_iter()
+                    .filter(|t| t.status == "Processing" && t.action == "ExportImage")
+                {
                     let result = export(&st, &t.request).await;
                     let outcome = match &result {
                         Ok(files) => {
                             let json = serde_json::json!({ "Files": files }).to_string();
-                            st.db.task_finish(&t.id, "Finished", Some(&json), None).await
+                            st.db
+                                .task_finish(&t.id, "Finished", Some(&json), None)
+                                .await
                         }
                         Err(e) => {
                             tracing::error!(task = %t.id, error = %e, "export failed");
-                            st.db.task_finish(&t.id, "Failed", None, Some(&e.to_string())).await
+                            st.db
+                                .task_finish(&t.id, "Failed", None, Some(&e.to_string()))
+                                .await
                         }
                     };
                     if let Err(e) = outcome {
@@ -173,12 +210,22 @@ async fn export(st: &AppState, request: &str) -> anyhow::Result<Vec<String>> {
     let req: ExportRequest = serde_json::from_str(request)?;
     let format: ImageFormat = req.format.parse()?;
     let disks = st.db.image_disk_list(&req.image_id).await?;
-    anyhow::ensure!(!disks.is_empty(), "image {} has no built disks", req.image_id);
+    anyhow::ensure!(
+        !disks.is_empty(),
+        "image {} has no built disks",
+        req.image_id
+    );
     let dir = st.bucket_dir(&req.bucket);
     tokio::fs::create_dir_all(&dir).await?;
     let mut files = Vec::new();
     for d in disks {
-        let name = format!("{}{}_disk{}.{}", req.prefix, req.image_id, d.disk_index, format.name());
+        let name = format!(
+            "{}{}_disk{}.{}",
+            req.prefix,
+            req.image_id,
+            d.disk_index,
+            format.name()
+        );
         let out = dir.join(&name);
         if let Some(parent) = out.parent() {
             tokio::fs::create_dir_all(parent).await?;
@@ -197,7 +244,10 @@ async fn offline_detector(st: Arc<AppState>) {
         let at = now();
         if let Ok((sources, _)) = st.db.source_list(&Default::default(), 0, i64::MAX).await {
             for s in sources {
-                if s.state != "Unavailable" && s.state != "Deleting" && at - s.heartbeat_at > 3 * interval {
+                if s.state != "Unavailable"
+                    && s.state != "Deleting"
+                    && at - s.heartbeat_at > 3 * interval
+                {
                     let info = serde_json::json!({
                         "error_code": "SourceServer.Offline",
                         "error_msg": format!(
@@ -208,11 +258,19 @@ async fn offline_detector(st: Arc<AppState>) {
                     .to_string();
                     let _ = st
                         .db
-                        .source_set_state(&s.id, "Unavailable", Some("SourceServer.Offline"), Some(&info))
+                        .source_set_state(
+                            &s.id,
+                            "Unavailable",
+                            Some("SourceServer.Offline"),
+                            Some(&info),
+                        )
                         .await;
                 }
             }
         }
-        tokio::time::sleep(Duration::from_secs(u64::from(st.cfg.heartbeat_interval_secs).min(10))).await;
+        tokio::time::sleep(Duration::from_secs(
+            u64::from(st.cfg.heartbeat_interval_secs).min(10),
+        ))
+        .await;
     }
 }

@@ -48,7 +48,15 @@ impl Loop {
         let f = file.display().to_string();
         let dev = run(
             "losetup",
-            &["--find", "--show", "--offset", &offset.to_string(), "--sizelimit", &size.to_string(), &f],
+            &[
+                "--find",
+                "--show",
+                "--offset",
+                &offset.to_string(),
+                "--sizelimit",
+                &size.to_string(),
+                &f,
+            ],
         )?
         .trim()
         .to_owned();
@@ -178,7 +186,18 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 
 /// Text-like compressible bytes.
 pub fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let words = ["ferry", "migration", "server", "disk", "chunk", "kernel", "image", "snapshot", "the", "a"];
+    let words = [
+        "ferry",
+        "migration",
+        "server",
+        "disk",
+        "chunk",
+        "kernel",
+        "image",
+        "snapshot",
+        "the",
+        "a",
+    ];
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len + 16);
     while out.len() < len {
@@ -186,7 +205,7 @@ pub fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
         x ^= x >> 7;
         x ^= x << 17;
         out.extend_from_slice(words[(x % words.len() as u64) as usize].as_bytes());
-        out.push(if x % 11 == 0 { b'\n' } else { b' ' });
+        out.push(if x.is_multiple_of(11) { b'\n' } else { b' ' });
     }
     out.truncate(len);
     out
@@ -201,7 +220,7 @@ pub fn fill_tree(dir: &Path, seed: u64, total: usize) -> anyhow::Result<()> {
         std::fs::create_dir_all(&sub)?;
         let len = (64 << 10) + ((seed.wrapping_add(i) * 7919) % (1 << 20)) as usize;
         let len = len.min(total - written);
-        let data = if i % 3 == 0 {
+        let data = if i.is_multiple_of(3) {
             random_bytes(seed + i, len)
         } else {
             text_bytes(seed + i, len)

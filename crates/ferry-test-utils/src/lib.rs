@@ -59,7 +59,9 @@ where
         if Instant::now() > deadline {
             anyhow::bail!(
                 "timed out after {timeout:?} waiting for {what}{}",
-                last_err.map(|e| format!(" (last error: {e:#})")).unwrap_or_default()
+                last_err
+                    .map(|e| format!(" (last error: {e:#})"))
+                    .unwrap_or_default()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

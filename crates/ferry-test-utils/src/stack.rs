@@ -122,7 +122,10 @@ impl ServerProc {
 
     /// An RPC client with the root account's key.
     pub fn client(&self) -> anyhow::Result<Client> {
-        client_from(&self.data_dir.join(ferry_server::ROOT_CREDENTIALS_FILE), &self.endpoint())
+        client_from(
+            &self.data_dir.join(ferry_server::ROOT_CREDENTIALS_FILE),
+            &self.endpoint(),
+        )
     }
 
     /// Runs the `ferry` CLI against this server; returns stdout, fails with stderr.
@@ -152,8 +155,14 @@ impl ServerProc {
             .smc("CreateAccessToken", &[("Count".into(), count.to_string())])
             .await?;
         Ok((
-            v["AccessTokenId"].as_str().context("AccessTokenId")?.to_owned(),
-            v["AccessTokenCode"].as_str().context("AccessTokenCode")?.to_owned(),
+            v["AccessTokenId"]
+                .as_str()
+                .context("AccessTokenId")?
+                .to_owned(),
+            v["AccessTokenCode"]
+                .as_str()
+                .context("AccessTokenCode")?
+                .to_owned(),
         ))
     }
 
@@ -273,7 +282,10 @@ impl Drop for AgentProc {
 /// One job as DescribeReplicationJobs returns it.
 pub async fn job(client: &Client, job_id: &str) -> anyhow::Result<Value> {
     let v = client
-        .smc("DescribeReplicationJobs", &[("JobId.1".into(), job_id.into())])
+        .smc(
+            "DescribeReplicationJobs",
+            &[("JobId.1".into(), job_id.into())],
+        )
         .await?;
     v["ReplicationJobs"]["ReplicationJob"]
         .get(0)
@@ -282,18 +294,31 @@ pub async fn job(client: &Client, job_id: &str) -> anyhow::Result<Value> {
 }
 
 /// Waits until a job reaches one of `statuses`; fails early if it goes InError (with its message).
-pub async fn wait_job(client: &Client, job_id: &str, statuses: &[&str], timeout: Duration) -> anyhow::Result<Value> {
-    wait_for(timeout, &format!("job {job_id} to reach {statuses:?}"), || async {
-        let j = job(client, job_id).await?;
-        let st = j["Status"].as_str().unwrap_or("");
-        if statuses.contains(&st) {
-            return Ok(Some(j));
-        }
-        if st == "InError" && !statuses.contains(&"InError") {
-            bail!("job {job_id} failed: {} {}", j["ErrorCode"], j["StatusInfo"]);
-        }
-        Ok(None)
-    })
+pub async fn wait_job(
+    client: &Client,
+    job_id: &str,
+    statuses: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    wait_for(
+        timeout,
+        &format!("job {job_id} to reach {statuses:?}"),
+        || async {
+            let j = job(client, job_id).await?;
+            let st = j["Status"].as_str().unwrap_or("");
+            if statuses.contains(&st) {
+                return Ok(Some(j));
+            }
+            if st == "InError" && !statuses.contains(&"InError") {
+                bail!(
+                    "job {job_id} failed: {} {}",
+                    j["ErrorCode"],
+                    j["StatusInfo"]
+                );
+            }
+            Ok(None)
+        },
+    )
     .await
 }
 
@@ -317,7 +342,10 @@ pub async fn metric(server: &ServerProc, name: &str) -> anyhow::Result<u64> {
 
 /// Params helper: `[("Key", "Value")]` → owned pairs.
 pub fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Exports an image's disks in `format` and returns the written files, waiting for the export task.
@@ -337,7 +365,10 @@ pub async fn export(client: &Client, image_id: &str, format: &str) -> anyhow::Re
     let task = v["TaskId"].as_str().context("TaskId")?.to_owned();
     let done = wait_for(Duration::from_secs(120), "the export", || async {
         let t = client
-            .ecs("DescribeTaskAttribute", &p(&[("RegionId", "local"), ("TaskId", &task)]))
+            .ecs(
+                "DescribeTaskAttribute",
+                &p(&[("RegionId", "local"), ("TaskId", &task)]),
+            )
             .await?;
         match t["TaskStatus"].as_str() {
             Some("Finished") => Ok(Some(t)),
@@ -356,7 +387,11 @@ pub async fn export(client: &Client, image_id: &str, format: &str) -> anyhow::Re
 }
 
 /// Creates and starts a job for `source_id`; returns its ID.
-pub async fn start_job(client: &Client, source_id: &str, extra: &[(&str, &str)]) -> anyhow::Result<String> {
+pub async fn start_job(
+    client: &Client,
+    source_id: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<String> {
     let mut params = p(&[("SourceId", source_id), ("RegionId", "local")]);
     params.extend(p(extra));
     let v = client.smc("CreateReplicationJob", &params).await?;
@@ -369,13 +404,17 @@ pub async fn start_job(client: &Client, source_id: &str, extra: &[(&str, &str)])
 
 /// Waits until the agent's source is registered and heart-beating.
 pub async fn wait_source(client: &Client, source_id: &str) -> anyhow::Result<Value> {
-    wait_for(Duration::from_secs(30), "the source to be available", || async {
-        let v = client
-            .smc("DescribeSourceServers", &p(&[("SourceId.1", source_id)]))
-            .await?;
-        let s = v["SourceServers"]["SourceServer"].get(0).cloned();
-        Ok(s.filter(|s| s["State"] == "Available"))
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the source to be available",
+        || async {
+            let v = client
+                .smc("DescribeSourceServers", &p(&[("SourceId.1", source_id)]))
+                .await?;
+            let s = v["SourceServers"]["SourceServer"].get(0).cloned();
+            Ok(s.filter(|s| s["State"] == "Available"))
+        },
+    )
     .await
 }
 

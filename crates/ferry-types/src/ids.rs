@@ -17,7 +17,9 @@ const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// An ID string that does not have the expected prefix or shape.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{value:?} is not a valid {kind} ID: it should look like {prefix}fe… (check for a copy-paste mistake)")]
+#[error(
+    "{value:?} is not a valid {kind} ID: it should look like {prefix}fe… (check for a copy-paste mistake)"
+)]
 pub struct IdError {
     pub kind: &'static str,
     pub prefix: &'static str,
@@ -146,7 +148,11 @@ mod tests {
         assert!("j-".parse::<JobId>().is_err());
         assert!("j-FE123".parse::<JobId>().is_err());
         assert!("j-fe12/../x".parse::<JobId>().is_err());
-        let err = "x".parse::<SourceId>().err().map(|e| e.to_string()).unwrap_or_default();
+        let err = "x"
+            .parse::<SourceId>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("source server"), "{err}");
     }
 }

@@ -201,7 +201,9 @@ pub fn ca_fingerprint(pem: &str) -> Option<String> {
     if body.is_empty() {
         return None;
     }
-    let der = base64::engine::general_purpose::STANDARD.decode(body).ok()?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
     Some(format!("sha256:{}", hex_lower(&sha2::Sha256::digest(der))))
 }
 

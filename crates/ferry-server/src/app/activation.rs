@@ -119,12 +119,20 @@ pub async fn activate(st: &AppState, req: &ActivateRequest) -> Result<AgentCrede
         agent_secret_hash: secret_hash(&secret),
         job_id: None,
     };
-    if !st.db.source_register(&code.id, &rec, at).await.or_internal()? {
+    if !st
+        .db
+        .source_register(&code.id, &rec, at)
+        .await
+        .or_internal()?
+    {
         // Another agent took the last use between our check and the update.
         return Err(ApiError::new(
             "ActivationCode.Expired",
             403,
-            format!("activation code {} has no uses left: create a new one", code.id),
+            format!(
+                "activation code {} has no uses left: create a new one",
+                code.id
+            ),
         ));
     }
     tracing::info!(source = %source_id, code = %code.id, host = %inv.hostname, "source server registered");

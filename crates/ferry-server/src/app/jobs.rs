@@ -68,13 +68,13 @@ impl ReplicationParameters {
                 ),
             )
         })?;
-        if let Some(l) = p.compress_level {
-            if !(0..=19).contains(&l) {
-                return Err(ApiError::invalid_parameter(
-                    "ReplicationParameters.compress_level",
-                    "must be between 0 (off) and 19",
-                ));
-            }
+        if let Some(l) = p.compress_level
+            && !(0..=19).contains(&l)
+        {
+            return Err(ApiError::invalid_parameter(
+                "ReplicationParameters.compress_level",
+                "must be between 0 (off) and 19",
+            ));
         }
         Ok(p)
     }
@@ -141,10 +141,10 @@ pub fn source_online(st: &AppState, s: &SourceRecord, at: i64) -> bool {
 }
 
 pub async fn create(st: &AppState, new: NewJob) -> Result<JobId, ApiError> {
-    if let Some(token) = &new.client_token {
-        if let Some(existing) = st.db.job_by_client_token(token).await.or_internal()? {
-            return existing.id.parse().or_internal();
-        }
+    if let Some(token) = &new.client_token
+        && let Some(existing) = st.db.job_by_client_token(token).await.or_internal()?
+    {
+        return existing.id.parse().or_internal();
     }
     if new.region_id != st.cfg.region_id {
         return Err(ApiError::new(
@@ -162,8 +162,7 @@ pub async fn create(st: &AppState, new: NewJob) -> Result<JobId, ApiError> {
         .await
         .or_internal()?
         .ok_or_else(|| source_not_found(&new.source_id))?;
-    let params = ReplicationParameters::parse(&new.replication_parameters)?;
-    drop(params);
+    ReplicationParameters::parse(&new.replication_parameters)?;
     let id = JobId::generate();
     let name = match new.name {
         Some(n) => n,
@@ -224,7 +223,10 @@ pub async fn start(st: &AppState, job_id: &str, kind: &str) -> Result<(), ApiErr
     let allowed = matches!(job.status.as_str(), "Ready" | "Stopped" | "InError")
         || (job.status == "Waiting" && job.run_once == 0);
     if !allowed {
-        return Err(invalid_status(&job.status, "Ready, Stopped, InError (or Waiting for incremental jobs)"));
+        return Err(invalid_status(
+            &job.status,
+            "Ready, Stopped, InError (or Waiting for incremental jobs)",
+        ));
     }
     let source = st
         .db
@@ -288,13 +290,21 @@ pub async fn start(st: &AppState, job_id: &str, kind: &str) -> Result<(), ApiErr
     }
     let moved = st
         .db
-        .job_transition(job_id, &["Ready", "Stopped", "InError", "Waiting"], "Running", Some("Preparing"))
+        .job_transition(
+            job_id,
+            &["Ready", "Stopped", "InError", "Waiting"],
+            "Running",
+            Some("Preparing"),
+        )
         .await
         .or_internal()?;
     if !moved {
         return Err(invalid_status("Running", "Ready, Stopped, InError"));
     }
-    st.db.job_set_times(job_id, Some(at), None).await.or_internal()?;
+    st.db
+        .job_set_times(job_id, Some(at), None)
+        .await
+        .or_internal()?;
     st.db.job_set_progress(job_id, 0.0).await.or_internal()?;
     Ok(())
 }
@@ -304,12 +314,23 @@ pub async fn stop(st: &AppState, job_id: &str) -> Result<(), ApiError> {
     let job = get_job(st, job_id).await?;
     let moved = st
         .db
-        .job_transition(job_id, &["Running/Preparing", "Running/Syncing", "Waiting"], "Stopped", None)
+        .job_transition(
+            job_id,
+            &["Running/Preparing", "Running/Syncing", "Waiting"],
+            "Stopped",
+            None,
+        )
         .await
         .or_internal()?;
     if !moved {
         return Err(invalid_status(
-            &format!("{}{}", job.status, job.business_status.map(|b| format!("/{b}")).unwrap_or_default()),
+            &format!(
+                "{}{}",
+                job.status,
+                job.business_status
+                    .map(|b| format!("/{b}"))
+                    .unwrap_or_default()
+            ),
             "Running (Preparing, Syncing), Waiting",
         ));
     }
@@ -325,7 +346,10 @@ pub async fn stop(st: &AppState, job_id: &str) -> Result<(), ApiError> {
 }
 
 /// The run a source's agent should work on now, if any; moves the job from Preparing to Syncing.
-pub async fn task_for_source(st: &AppState, source: &SourceRecord) -> Result<Option<ReplicateTask>, ApiError> {
+pub async fn task_for_source(
+    st: &AppState,
+    source: &SourceRecord,
+) -> Result<Option<ReplicateTask>, ApiError> {
     let Some(job_id) = &source.job_id else {
         return Ok(None);
     };
@@ -369,15 +393,37 @@ fn run_not_active(run_id: &str, status: &str) -> ApiError {
     ApiError::new(
         "RunNotActive",
         409,
-        format!("run {run_id} is {status}, not syncing: the agent stops working on it (start the job again to resume)"),
+        format!(
+            "run {run_id} is {status}, not syncing: the agent stops working on it (start the job again to resume)"
+        ),
     )
 }
 
 /// The run `run_id` if it belongs to `source` and is syncing: the guard of every upload.
-pub async fn active_run(st: &AppState, source: &SourceRecord, run_id: &str) -> Result<(JobRecord, RunRecord), ApiError> {
-    let unknown = || ApiError::new("InvalidRunId.NotFound", 404, format!("run {run_id} does not exist"));
-    let run = st.db.run_get(run_id).await.or_internal()?.ok_or_else(unknown)?;
-    let job = st.db.job_get(&run.job_id).await.or_internal()?.ok_or_else(unknown)?;
+pub async fn active_run(
+    st: &AppState,
+    source: &SourceRecord,
+    run_id: &str,
+) -> Result<(JobRecord, RunRecord), ApiError> {
+    let unknown = || {
+        ApiError::new(
+            "InvalidRunId.NotFound",
+            404,
+            format!("run {run_id} does not exist"),
+        )
+    };
+    let run = st
+        .db
+        .run_get(run_id)
+        .await
+        .or_internal()?
+        .ok_or_else(unknown)?;
+    let job = st
+        .db
+        .job_get(&run.job_id)
+        .await
+        .or_internal()?
+        .ok_or_else(unknown)?;
     if job.source_id != source.id {
         // Same answer as for an unknown run: another source's runs are not this agent's business.
         return Err(unknown());
@@ -388,7 +434,12 @@ pub async fn active_run(st: &AppState, source: &SourceRecord, run_id: &str) -> R
     Ok((job, run))
 }
 
-pub async fn record_progress(st: &AppState, job: &JobRecord, run: &RunRecord, p: &RunProgress) -> Result<(), ApiError> {
+pub async fn record_progress(
+    st: &AppState,
+    job: &JobRecord,
+    run: &RunRecord,
+    p: &RunProgress,
+) -> Result<(), ApiError> {
     st.db
         .run_set_progress(&run.id, &serde_json::to_string(p).or_internal()?)
         .await
@@ -417,16 +468,25 @@ pub async fn commit_snapshot(
 ) -> Result<SnapshotRecord, ApiError> {
     let disks: Vec<u32> = serde_json::from_str(&run.disks).or_internal()?;
     if !disks.contains(&disk) {
-        return Err(ApiError::invalid_parameter("disk", format!("disk {disk} is not part of run {}", run.id)));
+        return Err(ApiError::invalid_parameter(
+            "disk",
+            format!("disk {disk} is not part of run {}", run.id),
+        ));
     }
     if i64::from(index.chunk_size) != run.chunk_size {
         return Err(ApiError::invalid_parameter(
             "index",
-            format!("chunk size {} differs from the run's {}", index.chunk_size, run.chunk_size),
+            format!(
+                "chunk size {} differs from the run's {}",
+                index.chunk_size, run.chunk_size
+            ),
         ));
     }
     let key = index_key(&run.id, disk);
-    st.chunks.put_index(&key, index).await.map_err(crate::agent_api::store_error)?;
+    st.chunks
+        .put_index(&key, index)
+        .await
+        .map_err(crate::agent_api::store_error)?;
     let rec = SnapshotRecord {
         id: SnapshotId::generate().to_string(),
         run_id: run.id.clone(),
@@ -447,7 +507,12 @@ pub fn index_key(run_id: &str, disk: u32) -> String {
 }
 
 /// The agent says it is done with a run.
-pub async fn finish(st: &AppState, job: &JobRecord, run: &RunRecord, f: &RunFinish) -> Result<(), ApiError> {
+pub async fn finish(
+    st: &AppState,
+    job: &JobRecord,
+    run: &RunRecord,
+    f: &RunFinish,
+) -> Result<(), ApiError> {
     match f {
         RunFinish::Succeeded { progress } => {
             let disks: Vec<u32> = serde_json::from_str(&run.disks).or_internal()?;
@@ -461,7 +526,10 @@ pub async fn finish(st: &AppState, job: &JobRecord, run: &RunRecord, f: &RunFini
                 return Err(ApiError::new(
                     "MissingSnapshots",
                     409,
-                    format!("run {} cannot finish: disks {missing:?} have no committed index yet", run.id),
+                    format!(
+                        "run {} cannot finish: disks {missing:?} have no committed index yet",
+                        run.id
+                    ),
                 ));
             }
             record_progress(st, job, run, progress).await?;
@@ -470,7 +538,12 @@ pub async fn finish(st: &AppState, job: &JobRecord, run: &RunRecord, f: &RunFini
                 .await
                 .or_internal()?;
             st.db
-                .job_transition(&job.id, &["Running/Syncing", "Running/Preparing"], "Running", Some("Processing"))
+                .job_transition(
+                    &job.id,
+                    &["Running/Syncing", "Running/Preparing"],
+                    "Running",
+                    Some("Processing"),
+                )
                 .await
                 .or_internal()?;
             st.wake.notify_waiters();
@@ -480,7 +553,10 @@ pub async fn finish(st: &AppState, job: &JobRecord, run: &RunRecord, f: &RunFini
                 .run_transition(&run.id, "Syncing", "Failed", Some(message), Some(now()))
                 .await
                 .or_internal()?;
-            st.db.job_set_error(&job.id, code, message).await.or_internal()?;
+            st.db
+                .job_set_error(&job.id, code, message)
+                .await
+                .or_internal()?;
         }
     }
     Ok(())

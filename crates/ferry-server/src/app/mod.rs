@@ -31,7 +31,9 @@ pub fn secret_hash(secret: &str) -> String {
 pub fn new_account_id() -> String {
     let mut rng = rand::thread_rng();
     let first = rng.gen_range(1..10);
-    let rest: String = (0..15).map(|_| char::from(b'0' + rng.gen_range(0..10u8))).collect();
+    let rest: String = (0..15)
+        .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
+        .collect();
     format!("{first}{rest}")
 }
 

@@ -26,19 +26,21 @@ fn check_region(c: &Call<'_>) -> Result<(), ApiError> {
         return Err(ApiError::new(
             "InvalidRegionId.NotFound",
             404,
-            format!("region {r:?} is not served here: this server's region is {:?}", c.st.cfg.region_id),
+            format!(
+                "region {r:?} is not served here: this server's region is {:?}",
+                c.st.cfg.region_id
+            ),
         ));
     }
     Ok(())
 }
 
 fn describe_regions(c: &Call<'_>) -> ActionResult {
-    let endpoint = c
-        .st
-        .cfg
-        .public_url
-        .clone()
-        .unwrap_or_else(|| "ferry".to_owned());
+    let endpoint =
+        c.st.cfg
+            .public_url
+            .clone()
+            .unwrap_or_else(|| "ferry".to_owned());
     Ok(json!({
         "Regions": wrap_list("Region", vec![json!({
             "RegionId": c.st.cfg.region_id,
@@ -62,17 +64,16 @@ async fn describe_images(c: &Call<'_>) -> ActionResult {
         .map(|s| s.trim().to_owned())
         .collect();
     let all = statuses.iter().any(|s| s.eq_ignore_ascii_case("ALL"));
-    let images: Vec<_> = c
-        .st
-        .db
-        .image_list()
-        .await
-        .or_internal()?
-        .into_iter()
-        .filter(|i| id.is_none_or(|want| want.split(',').any(|w| w.trim() == i.id)))
-        .filter(|i| name.is_none_or(|n| i.name.contains(n)))
-        .filter(|i| all || statuses.iter().any(|s| s == &i.status))
-        .collect();
+    let images: Vec<_> =
+        c.st.db
+            .image_list()
+            .await
+            .or_internal()?
+            .into_iter()
+            .filter(|i| id.is_none_or(|want| want.split(',').any(|w| w.trim() == i.id)))
+            .filter(|i| name.is_none_or(|n| i.name.contains(n)))
+            .filter(|i| all || statuses.iter().any(|s| s == &i.status))
+            .collect();
     let total = images.len();
     let mut items = Vec::new();
     for i in images.into_iter().skip(offset as usize).take(size as usize) {
@@ -149,30 +150,35 @@ async fn export_image(c: &Call<'_>) -> ActionResult {
         ));
     }
     if prefix.contains("..") || prefix.starts_with('/') || prefix.contains('\\') {
-        return Err(ApiError::invalid_parameter("OSSPrefix", "must be a relative object prefix without '..'"));
+        return Err(ApiError::invalid_parameter(
+            "OSSPrefix",
+            "must be a relative object prefix without '..'",
+        ));
     }
     let parsed: Result<ferry_image::ImageFormat, _> = format.parse();
     let parsed = parsed.map_err(|_| {
         ApiError::invalid_parameter("ImageFormat", "must be one of raw, qcow2, vmdk, vhd, vhdx")
     })?;
-    let image = c
-        .st
-        .db
-        .image_get(image_id)
-        .await
-        .or_internal()?
-        .ok_or_else(|| {
-            ApiError::new(
-                "InvalidImageId.NotFound",
-                404,
-                format!("image {image_id} does not exist: list images with `ferry image list`"),
-            )
-        })?;
+    let image =
+        c.st.db
+            .image_get(image_id)
+            .await
+            .or_internal()?
+            .ok_or_else(|| {
+                ApiError::new(
+                    "InvalidImageId.NotFound",
+                    404,
+                    format!("image {image_id} does not exist: list images with `ferry image list`"),
+                )
+            })?;
     if image.status != "Available" {
         return Err(ApiError::new(
             "IncorrectImageStatus",
             403,
-            format!("image {image_id} is {}, not Available: wait until it is built", image.status),
+            format!(
+                "image {image_id} is {}, not Available: wait until it is built",
+                image.status
+            ),
         ));
     }
     let req = ExportRequest {
@@ -226,7 +232,11 @@ async fn describe_task_attribute(c: &Call<'_>) -> ActionResult {
     check_region(c)?;
     let id = c.params.required("TaskId")?;
     let t = c.st.db.task_get(id).await.or_internal()?.ok_or_else(|| {
-        ApiError::new("InvalidTaskId.NotFound", 404, format!("task {id} does not exist"))
+        ApiError::new(
+            "InvalidTaskId.NotFound",
+            404,
+            format!("task {id} does not exist"),
+        )
     })?;
     Ok(task_json(&t))
 }
@@ -241,17 +251,16 @@ async fn describe_tasks(c: &Call<'_>) -> ActionResult {
         .unwrap_or_default();
     let action = p.get("TaskAction");
     let status = p.get("TaskStatus");
-    let tasks: Vec<TaskRecord> = c
-        .st
-        .db
-        .task_list()
-        .await
-        .or_internal()?
-        .into_iter()
-        .filter(|t| ids.is_empty() || ids.contains(&t.id))
-        .filter(|t| action.is_none_or(|a| a == t.action))
-        .filter(|t| status.is_none_or(|s| s == t.status))
-        .collect();
+    let tasks: Vec<TaskRecord> =
+        c.st.db
+            .task_list()
+            .await
+            .or_internal()?
+            .into_iter()
+            .filter(|t| ids.is_empty() || ids.contains(&t.id))
+            .filter(|t| action.is_none_or(|a| a == t.action))
+            .filter(|t| status.is_none_or(|s| s == t.status))
+            .collect();
     let total = tasks.len();
     let items: Vec<Value> = tasks
         .iter()

@@ -92,7 +92,8 @@ pub async fn handle(
                 tracing::error!(code = %e.code, request_id = %request_id, "api call failed");
             }
             let (ct, body) = e.render(&request_id, product, format);
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, [(axum::http::header::CONTENT_TYPE, ct)], body).into_response()
         }
     }
@@ -161,7 +162,9 @@ fn authorize(caller: &Caller, product: Product, action: &str) -> Result<(), ApiE
 
 /// Page-number paging: (`PageNumber`, `PageSize`, offset).
 pub fn paging(params: &Params, max_size: i64) -> Result<(i64, i64, i64), ApiError> {
-    let number = params.get_int_in("PageNumber", 1, i64::from(i32::MAX))?.unwrap_or(1);
+    let number = params
+        .get_int_in("PageNumber", 1, i64::from(i32::MAX))?
+        .unwrap_or(1);
     let size = params.get_int_in("PageSize", 1, max_size)?.unwrap_or(10);
     Ok((number, size, (number - 1) * size))
 }

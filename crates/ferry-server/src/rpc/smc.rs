@@ -28,7 +28,11 @@ pub async fn dispatch(c: &Call<'_>, action: &str) -> Option<ActionResult> {
 fn check_name(param: &str, value: &str) -> Result<(), ApiError> {
     let len = value.chars().count();
     let starts_ok = value.chars().next().is_some_and(|ch| ch.is_alphabetic());
-    if !(2..=128).contains(&len) || !starts_ok || value.starts_with("http://") || value.starts_with("https://") {
+    if !(2..=128).contains(&len)
+        || !starts_ok
+        || value.starts_with("http://")
+        || value.starts_with("https://")
+    {
         return Err(ApiError::invalid_parameter(
             param,
             "must be 2 to 128 characters long and start with a letter (not http:// or https://)",
@@ -45,8 +49,13 @@ async fn create_access_token(c: &Call<'_>) -> ActionResult {
     }
     let count = p.get_int_in("Count", 1, 1000)?.unwrap_or(100);
     let ttl = p.get_int_in("TimeToLiveInDays", 1, 90)?.unwrap_or(30);
-    let name = if name.is_empty() { "activation-code" } else { name };
-    let new = activation::create(c.st, name, p.get("Description").unwrap_or(""), count, ttl).await?;
+    let name = if name.is_empty() {
+        "activation-code"
+    } else {
+        name
+    };
+    let new =
+        activation::create(c.st, name, p.get("Description").unwrap_or(""), count, ttl).await?;
     Ok(json!({ "AccessTokenId": new.id.to_string(), "AccessTokenCode": new.code }))
 }
 
@@ -55,29 +64,28 @@ async fn list_access_tokens(c: &Call<'_>) -> ActionResult {
     let name = c.params.get("Name");
     let status = c.params.get("Status");
     let at = now();
-    let items: Vec<Value> = c
-        .st
-        .db
-        .activation_code_list()
-        .await
-        .or_internal()?
-        .into_iter()
-        .filter(|t| ids.is_empty() || ids.contains(&t.id))
-        .filter(|t| name.is_none_or(|n| n == t.name))
-        .filter(|t| status.is_none_or(|s| s == activation::status(t, at)))
-        .map(|t| {
-            json!({
-                "AccessTokenId": t.id,
-                "Name": t.name,
-                "Description": t.description,
-                "Count": t.max_count.to_string(),
-                "RegisteredCount": t.registered_count.to_string(),
-                "TimeToLiveInDays": t.ttl_days.to_string(),
-                "CreationTime": time_str(t.created_at),
-                "Status": activation::status(&t, at),
+    let items: Vec<Value> =
+        c.st.db
+            .activation_code_list()
+            .await
+            .or_internal()?
+            .into_iter()
+            .filter(|t| ids.is_empty() || ids.contains(&t.id))
+            .filter(|t| name.is_none_or(|n| n == t.name))
+            .filter(|t| status.is_none_or(|s| s == activation::status(t, at)))
+            .map(|t| {
+                json!({
+                    "AccessTokenId": t.id,
+                    "Name": t.name,
+                    "Description": t.description,
+                    "Count": t.max_count.to_string(),
+                    "RegisteredCount": t.registered_count.to_string(),
+                    "TimeToLiveInDays": t.ttl_days.to_string(),
+                    "CreationTime": time_str(t.created_at),
+                    "Status": activation::status(&t, at),
+                })
             })
-        })
-        .collect();
+            .collect();
     // SMC swaps PageNumber and PageSize in this action's response (smc-api.md §2.3); so do we.
     Ok(json!({
         "TotalCount": items.len(),
@@ -212,7 +220,11 @@ async fn describe_source_servers(c: &Call<'_>) -> ActionResult {
         state: p.get("State").map(str::to_owned),
         job_id: p.get("JobId").map(str::to_owned),
     };
-    let (items, total) = c.st.db.source_list(&filter, offset, size).await.or_internal()?;
+    let (items, total) =
+        c.st.db
+            .source_list(&filter, offset, size)
+            .await
+            .or_internal()?;
     let items: Vec<Value> = items.iter().map(|s| source_json(c, s)).collect();
     Ok(json!({
         "PageNumber": number,
@@ -248,7 +260,9 @@ async fn create_replication_job(c: &Call<'_>) -> ActionResult {
             "MaxNumberOfImageToKeep"
         }));
     }
-    let scheduled = p.get_time("ScheduledStartTime")?.map(|t| t.unix_timestamp());
+    let scheduled = p
+        .get_time("ScheduledStartTime")?
+        .map(|t| t.unix_timestamp());
     let valid = p.get_time("ValidTime")?.map(|t| t.unix_timestamp());
     let params = p.get("ReplicationParameters").unwrap_or("").to_owned();
     jobs::ReplicationParameters::parse(&params)?;
@@ -380,7 +394,11 @@ async fn describe_replication_jobs(c: &Call<'_>) -> ActionResult {
         status: p.get("Status").map(str::to_owned),
         business_status: p.get("BusinessStatus").map(str::to_owned),
     };
-    let (jobs, total) = c.st.db.job_list(&filter, offset, size).await.or_internal()?;
+    let (jobs, total) =
+        c.st.db
+            .job_list(&filter, offset, size)
+            .await
+            .or_internal()?;
     let mut items = Vec::with_capacity(jobs.len());
     for j in &jobs {
         items.push(job_json(c, j).await?);
