@@ -437,3 +437,66 @@ pub fn same_bytes(a: &Path, b: &Path) -> anyhow::Result<bool> {
         }
     }
 }
+
+/// Runs `ferry-agent activate` for `disks` without starting the daemon and returns its output, whether it
+/// succeeded or not: tests of bad activation codes look at the exit status and the message, and tests that
+/// drive the agent protocol by hand read the credentials it saved (`<state_dir>/agent.json`).
+pub fn activate_only(
+    server: &ServerProc,
+    state_dir: &Path,
+    code: &str,
+    disks: &[&Path],
+) -> anyhow::Result<std::process::Output> {
+    let fp = server.credentials()?.ca_fingerprint;
+    let mut cmd = Command::new(bin_path("ferry-agent"));
+    cmd.arg("activate")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--server")
+        .arg(server.endpoint())
+        .arg("--code")
+        .arg(code)
+        .arg("--ca-fingerprint")
+        .arg(&fp);
+    for d in disks {
+        cmd.arg("--disk-image").arg(d);
+    }
+    cmd.output().context("cannot run ferry-agent activate")
+}
+
+impl ServerProc {
+    /// Stops the server the way an operator does (SIGTERM, graceful shutdown) and waits until it has
+    /// exited, so that the port refuses connections afterwards. `restart` brings it back on the same port.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut p) = self.proc.take() else {
+            return Ok(());
+        };
+        let pid = p.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status()?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        // Graceful shutdown lets in-flight requests finish for up to 10 s.
+        let exited = wait_for(
+            Duration::from_secs(20),
+            "the server to exit after SIGTERM",
+            || {
+                let r = p.child.try_wait();
+                async move { Ok(r?.map(|_| ())) }
+            },
+        )
+        .await;
+        if exited.is_err() {
+            p.kill9();
+        }
+        exited
+    }
+}
+
+/// `TotalCount` of DescribeSourceServers: how many source servers are registered.
+pub async fn source_count(client: &Client) -> anyhow::Result<u64> {
+    let v = client.smc("DescribeSourceServers", &[]).await?;
+    v["TotalCount"]
+        .as_u64()
+        .context("TotalCount in DescribeSourceServers")
+}
