@@ -239,7 +239,9 @@ pub async fn run(state_dir: &Path, shutdown: CancellationToken) -> Result<(), Ag
             },
             inventory: changed.then(|| inventory.clone()),
             prechecks: changed.then(|| prechecks.clone()),
+            wait: true,
         };
+        let asked = std::time::Instant::now();
         let interval;
         match conn
             .post_timed::<_, HeartbeatResponse>("/heartbeat", &req)
@@ -249,7 +251,9 @@ pub async fn run(state_dir: &Path, shutdown: CancellationToken) -> Result<(), Ag
                 server_time = time;
                 reachable = Ok(());
                 backoff = Duration::from_secs(1);
-                interval = Duration::from_secs(u64::from(resp.heartbeat_interval_secs.max(1)));
+                // The server held the answer while it had nothing new; beat again once an interval has passed.
+                interval = Duration::from_secs(u64::from(resp.heartbeat_interval_secs.max(1)))
+                    .saturating_sub(asked.elapsed());
                 if changed {
                     last_sent = Some((inventory, prechecks));
                 }

@@ -164,6 +164,13 @@ pub async fn run_task(
     cancel: CancellationToken,
 ) -> Result<RunProgress, ReplicateError> {
     let counters = Arc::new(Counters::default());
+    if let Some(prev) = &task.previous {
+        // A resumed run: what was sent before the interruption still counts.
+        counters.sent.store(prev.bytes_sent, Ordering::Relaxed);
+        counters
+            .uploaded_logical
+            .store(prev.bytes_uploaded_logical, Ordering::Relaxed);
+    }
     let started = Instant::now();
     let mut todo = Vec::new();
     for &d in &task.disks {

@@ -7,10 +7,15 @@ async fn engines() -> Vec<(String, Db)> {
     let dir = tempfile::tempdir().expect("tempdir").keep();
     let mut dbs = vec![(
         "sqlite".to_owned(),
-        Db::open_sqlite(&dir.join("t.db")).await.expect("open sqlite"),
+        Db::open_sqlite(&dir.join("t.db"))
+            .await
+            .expect("open sqlite"),
     )];
     if let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") {
-        dbs.push(("postgres".to_owned(), Db::open(&url).await.expect("open postgres")));
+        dbs.push((
+            "postgres".to_owned(),
+            Db::open(&url).await.expect("open postgres"),
+        ));
     }
     dbs
 }
@@ -81,21 +86,57 @@ fn job(id: &str, source_id: &str) -> JobRecord {
 #[tokio::test]
 async fn activation_code_uses_are_counted_and_bounded() {
     for (engine, db) in engines().await {
-        db.activation_code_create(&code("at-a", 1, now())).await.expect("create");
-        assert!(db.source_register("at-a", &source("s-1"), now()).await.expect("register"), "{engine}");
+        db.activation_code_create(&code("at-a", 1, now()))
+            .await
+            .expect("create");
+        assert!(
+            db.source_register("at-a", &source("s-1"), now())
+                .await
+                .expect("register"),
+            "{engine}"
+        );
         // Exhausted: the second registration changes nothing.
-        assert!(!db.source_register("at-a", &source("s-2"), now()).await.expect("register"), "{engine}");
-        assert!(db.source_get("s-2").await.expect("get").is_none(), "{engine}");
-        let c = db.activation_code_by_hash("hash-at-a").await.expect("get").expect("code");
+        assert!(
+            !db.source_register("at-a", &source("s-2"), now())
+                .await
+                .expect("register"),
+            "{engine}"
+        );
+        assert!(
+            db.source_get("s-2").await.expect("get").is_none(),
+            "{engine}"
+        );
+        let c = db
+            .activation_code_by_hash("hash-at-a")
+            .await
+            .expect("get")
+            .expect("code");
         assert_eq!(c.registered_count, 1, "{engine}");
 
         // Expired and disabled codes register nothing either.
-        db.activation_code_create(&code("at-old", 5, now() - 31 * 86_400)).await.expect("create");
-        assert!(!db.source_register("at-old", &source("s-3"), now()).await.expect("register"), "{engine}");
-        db.activation_code_create(&code("at-off", 5, now())).await.expect("create");
+        db.activation_code_create(&code("at-old", 5, now() - 31 * 86_400))
+            .await
+            .expect("create");
+        assert!(
+            !db.source_register("at-old", &source("s-3"), now())
+                .await
+                .expect("register"),
+            "{engine}"
+        );
+        db.activation_code_create(&code("at-off", 5, now()))
+            .await
+            .expect("create");
         assert!(db.activation_code_disable("at-off").await.expect("disable"));
-        assert!(!db.source_register("at-off", &source("s-4"), now()).await.expect("register"), "{engine}");
-        let (all, total) = db.source_list(&SourceFilter::default(), 0, 100).await.expect("list");
+        assert!(
+            !db.source_register("at-off", &source("s-4"), now())
+                .await
+                .expect("register"),
+            "{engine}"
+        );
+        let (all, total) = db
+            .source_list(&SourceFilter::default(), 0, 100)
+            .await
+            .expect("list");
         assert_eq!((all.len(), total), (1, 1), "{engine}");
     }
 }
@@ -103,24 +144,60 @@ async fn activation_code_uses_are_counted_and_bounded() {
 #[tokio::test]
 async fn a_source_has_at_most_one_open_job() {
     for (engine, db) in engines().await {
-        db.activation_code_create(&code("at-a", 5, now())).await.expect("create");
-        db.source_register("at-a", &source("s-1"), now()).await.expect("register");
-        assert!(db.job_create(&job("j-1", "s-1")).await.expect("create"), "{engine}");
-        assert!(!db.job_create(&job("j-2", "s-1")).await.expect("create"), "{engine}");
+        db.activation_code_create(&code("at-a", 5, now()))
+            .await
+            .expect("create");
+        db.source_register("at-a", &source("s-1"), now())
+            .await
+            .expect("register");
+        assert!(
+            db.job_create(&job("j-1", "s-1")).await.expect("create"),
+            "{engine}"
+        );
+        assert!(
+            !db.job_create(&job("j-2", "s-1")).await.expect("create"),
+            "{engine}"
+        );
         assert!(db.job_get("j-2").await.expect("get").is_none(), "{engine}");
         let s = db.source_get("s-1").await.expect("get").expect("source");
-        assert_eq!((s.state.as_str(), s.job_id.as_deref()), ("InUse", Some("j-1")), "{engine}");
+        assert_eq!(
+            (s.state.as_str(), s.job_id.as_deref()),
+            ("InUse", Some("j-1")),
+            "{engine}"
+        );
 
         // Guarded transitions: only from the stated status, once.
-        assert!(db.job_transition("j-1", &["Ready"], "Running", Some("Preparing")).await.expect("t"));
-        assert!(!db.job_transition("j-1", &["Ready"], "Running", Some("Preparing")).await.expect("t"));
-        assert!(!db.job_transition("j-1", &["Running/Syncing"], "Stopped", None).await.expect("t"));
-        assert!(db.job_transition("j-1", &["Running/Preparing"], "Stopped", None).await.expect("t"));
+        assert!(
+            db.job_transition("j-1", &["Ready"], "Running", Some("Preparing"))
+                .await
+                .expect("t")
+        );
+        assert!(
+            !db.job_transition("j-1", &["Ready"], "Running", Some("Preparing"))
+                .await
+                .expect("t")
+        );
+        assert!(
+            !db.job_transition("j-1", &["Running/Syncing"], "Stopped", None)
+                .await
+                .expect("t")
+        );
+        assert!(
+            db.job_transition("j-1", &["Running/Preparing"], "Stopped", None)
+                .await
+                .expect("t")
+        );
 
         // Finishing a one-shot job frees its source.
-        db.job_complete("j-1", "m-1", "Finished", now()).await.expect("complete");
+        db.job_complete("j-1", "m-1", "Finished", now())
+            .await
+            .expect("complete");
         let s = db.source_get("s-1").await.expect("get").expect("source");
-        assert_eq!((s.state.as_str(), s.job_id), ("Available".into(), None), "{engine}");
+        assert_eq!(
+            (s.state.as_str(), s.job_id),
+            ("Available".into(), None),
+            "{engine}"
+        );
     }
 }
 
@@ -138,18 +215,40 @@ async fn snapshot_commit_is_idempotent_per_run_and_disk() {
             root_digest: root.into(),
             created_at: now(),
         };
-        let first = db.snapshot_commit(&snap("sp-1", "aa")).await.expect("commit");
-        let retry = db.snapshot_commit(&snap("sp-2", "bb")).await.expect("commit");
-        assert_eq!((first.id.as_str(), retry.id.as_str()), ("sp-1", "sp-1"), "{engine}");
-        assert_eq!(retry.root_digest, "aa", "{engine}: a retried commit must not overwrite the first");
+        let first = db
+            .snapshot_commit(&snap("sp-1", "aa"))
+            .await
+            .expect("commit");
+        let retry = db
+            .snapshot_commit(&snap("sp-2", "bb"))
+            .await
+            .expect("commit");
+        assert_eq!(
+            (first.id.as_str(), retry.id.as_str()),
+            ("sp-1", "sp-1"),
+            "{engine}"
+        );
+        assert_eq!(
+            retry.root_digest, "aa",
+            "{engine}: a retried commit must not overwrite the first"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_nonce_is_accepted_once() {
     for (engine, db) in engines().await {
-        assert!(db.nonce_use("k:n1", now() + 1800).await.expect("nonce"), "{engine}");
-        assert!(!db.nonce_use("k:n1", now() + 1800).await.expect("nonce"), "{engine}");
-        assert!(db.nonce_use("k:n2", now() + 1800).await.expect("nonce"), "{engine}");
+        assert!(
+            db.nonce_use("k:n1", now() + 1800).await.expect("nonce"),
+            "{engine}"
+        );
+        assert!(
+            !db.nonce_use("k:n1", now() + 1800).await.expect("nonce"),
+            "{engine}"
+        );
+        assert!(
+            db.nonce_use("k:n2", now() + 1800).await.expect("nonce"),
+            "{engine}"
+        );
     }
 }

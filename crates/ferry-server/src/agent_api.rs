@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -18,7 +19,7 @@ use ferry_api::ApiError;
 use ferry_chunk::{ChunkStoreError, Digest, DiskIndex, PutOutcome, StoreError};
 use ferry_db::{SourceRecord, now};
 use ferry_types::protocol::{
-    ActivateRequest, ActivateResponse, AgentApiError, ChunkStored, HeartbeatRequest,
+    ActivateRequest, ActivateResponse, AgentApiError, AgentState, ChunkStored, HeartbeatRequest,
     HeartbeatResponse, MissingRequest, MissingResponse, RunFinish, RunProgress, SERVER_TIME_HEADER,
     SnapshotCommitted,
 };
@@ -212,7 +213,27 @@ async fn heartbeat(State(st): St, headers: HeaderMap, body: Bytes) -> Result<Res
             .or_internal()?;
         source.state = back.to_owned();
     }
-    let task = jobs::task_for_source(&st, &source).await?;
+    let current = match &req.state {
+        AgentState::Replicating { run_id } => Some(run_id.clone()),
+        AgentState::Idle => None,
+    };
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(u64::from(st.cfg.heartbeat_interval_secs));
+    let task = loop {
+        // Register interest before looking, so a change between the look and the wait is not missed.
+        let changed = st.tasks_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let task = jobs::task_for_source(&st, &source).await?;
+        let news = task.as_ref().map(|t| &t.run_id) != current.as_ref();
+        if !req.wait || news || tokio::time::Instant::now() >= deadline {
+            break task;
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    };
     ok(HeartbeatResponse {
         heartbeat_interval_secs: st.cfg.heartbeat_interval_secs,
         task,

@@ -84,6 +84,8 @@ pub struct AppState {
     pub ca_pem: String,
     /// Wakes the workers when there is new work (a run to build, an export to write).
     pub wake: Notify,
+    /// Wakes long-polling agent heartbeats when a run starts or stops.
+    pub tasks_changed: Notify,
     pub metrics: Metrics,
 }
 
@@ -227,6 +229,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         ca_fingerprint: tls.ca_fingerprint.clone(),
         ca_pem: tls.ca_pem.clone(),
         wake: Notify::new(),
+        tasks_changed: Notify::new(),
         metrics: Metrics::default(),
     });
 

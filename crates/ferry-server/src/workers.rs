@@ -32,6 +32,16 @@ async fn image_builder(st: Arc<AppState>) {
             Ok(runs) => {
                 for run in runs {
                     if let Err(e) = build_run(&st, &run).await {
+                        if is_no_space(&e) {
+                            // Like a full disk during the upload: pause, say why, and try again once space
+                            // is freed (the next loop). Nothing needs to be sent again.
+                            tracing::warn!(run = %run.id, error = %e, "image build paused: data directory full");
+                            let _ = st
+                                .db
+                                .job_set_status_info(&run.job_id, Some(&format!("paused: {e}")))
+                                .await;
+                            continue;
+                        }
                         tracing::error!(run = %run.id, error = %e, "image build failed");
                         let msg = format!("building the image failed: {e}");
                         let _ = st
@@ -55,6 +65,20 @@ async fn image_builder(st: Arc<AppState>) {
         }
         idle(&st, 2).await;
     }
+}
+
+fn is_no_space(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<ferry_image::ImageError>(),
+            Some(ferry_image::ImageError::NoSpace { .. })
+        ) || matches!(
+            c.downcast_ref::<ferry_chunk::StoreError>(),
+            Some(ferry_chunk::StoreError::NoSpace { .. })
+        ) || c
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(ferry_chunk::is_no_space)
+    })
 }
 
 /// Builds (or rebuilds) the image of a run from its snapshots, verifies every disk against its snapshot's

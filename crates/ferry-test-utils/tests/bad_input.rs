@@ -170,6 +170,7 @@ impl HandAgent {
             state: AgentState::Idle,
             inventory: None,
             prechecks: None,
+            wait: false,
         };
         let r: HeartbeatResponse = self.conn.post("/heartbeat", &req).await?;
         Ok(r.task)
@@ -1129,8 +1130,8 @@ async fn agent_rides_out_a_server_outage_and_completes_identically() -> anyhow::
 
 // 7b. The data directory has room for the chunks but not for the image built from them.
 #[tokio::test(flavor = "multi_thread")]
-async fn full_server_disk_during_the_image_build_fails_clearly_and_a_restart_completes()
--> anyhow::Result<()> {
+async fn full_server_disk_during_the_image_build_pauses_until_space_is_freed() -> anyhow::Result<()>
+{
     if skip_unless_root("full_server_disk_during_the_image_build") {
         return Ok(());
     }
@@ -1146,15 +1147,19 @@ async fn full_server_disk_during_the_image_build_fails_clearly_and_a_restart_com
     wait_source(&client, &agent.source_id).await?;
     let job_id = start_job(&client, &agent.source_id, &[]).await?;
 
-    // Today the build does not pause like an upload does: the job goes InError with a message that says
-    // what to do, and the operator starts the job again once space is freed.
-    let j = wait_job(&client, &job_id, &["InError"], Duration::from_secs(60)).await?;
+    // Like a full disk during the upload, the build pauses: the job stays Running/Processing and says why.
+    let j = wait_for(Duration::from_secs(60), "the build to pause", || async {
+        let j = job(&client, &job_id).await?;
+        let info = j["StatusInfo"].as_str().unwrap_or_default().to_owned();
+        Ok((j["Status"] == "Running" && info.starts_with("paused:")).then_some(j))
+    })
+    .await?;
     let info = j["StatusInfo"].as_str().unwrap_or_default();
     ensure!(
-        j["ErrorCode"] == "ImageBuild.Failed"
+        j["BusinessStatus"] == "Processing"
             && info.contains("no space")
             && info.contains("free space"),
-        "the failed build does not say the disk is full and what to do: {j}"
+        "the paused build does not say the disk is full and what to do: {j}"
     );
     let images = server.data_dir.join("images");
     let partial = files_under(&images)?;
@@ -1168,9 +1173,7 @@ async fn full_server_disk_during_the_image_build_fails_clearly_and_a_restart_com
     fs.resize("1g")?;
     let stored = metric(&server, STORED).await?;
     let duplicate = metric(&server, DUPLICATE).await?;
-    client
-        .smc("StartReplicationJob", &p(&[("JobId", &job_id)]))
-        .await?;
+    // Once space is freed the build resumes by itself.
     let j = wait_job(&client, &job_id, &["Finished"], Duration::from_secs(60)).await?;
     ensure!(
         metric(&server, STORED).await? == stored && metric(&server, DUPLICATE).await? == duplicate,

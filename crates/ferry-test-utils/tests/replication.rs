@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ferry_test_utils::disk::{TestDisk, fill_tree, random_bytes, run};
-use ferry_test_utils::stack::{AgentProc, ServerProc, export, job, metric, p, same_bytes, start_job, wait_job, wait_source};
+use ferry_test_utils::stack::{
+    AgentProc, ServerProc, export, job, metric, p, same_bytes, start_job, wait_job, wait_source,
+};
 use ferry_test_utils::{is_root, wait_for};
 
 const MIB: usize = 1 << 20;
@@ -29,13 +31,23 @@ fn run_image(job: &serde_json::Value, n: usize) -> anyhow::Result<String> {
 }
 
 fn run_figure(job: &serde_json::Value, n: usize, field: &str) -> u64 {
-    job["ReplicationJobRuns"]["ReplicationJobRun"][n][field].as_u64().unwrap_or(u64::MAX)
+    job["ReplicationJobRuns"]["ReplicationJobRun"][n][field]
+        .as_u64()
+        .unwrap_or(u64::MAX)
 }
 
-async fn assert_image_equals(client: &ferry::client::Client, image: &str, source: &Path) -> anyhow::Result<()> {
+async fn assert_image_equals(
+    client: &ferry::client::Client,
+    image: &str,
+    source: &Path,
+) -> anyhow::Result<()> {
     let raw = export(client, image, "raw").await?;
     anyhow::ensure!(raw.len() == 1, "one disk expected, got {raw:?}");
-    anyhow::ensure!(same_bytes(&raw[0], source)?, "raw export of {image} differs from {}", source.display());
+    anyhow::ensure!(
+        same_bytes(&raw[0], source)?,
+        "raw export of {image} differs from {}",
+        source.display()
+    );
     let qcow2 = export(client, image, "qcow2").await?;
     let out = std::process::Command::new("qemu-img")
         .args(["compare", "-f", "raw", "-F", "qcow2"])
@@ -66,57 +78,105 @@ async fn full_then_incremental_then_deduplicated() -> anyhow::Result<()> {
     let server = ServerProc::start(&tmp.path().join("server"), &[]).await?;
     let client = server.client()?;
     let (_, code) = server.activation_code(5).await?;
-    let agent_a = AgentProc::activate(&server, &tmp.path().join("agent-a"), &code, &[&a.path]).await?;
+    let agent_a =
+        AgentProc::activate(&server, &tmp.path().join("agent-a"), &code, &[&a.path]).await?;
     wait_source(&client, &agent_a.source_id).await?;
 
     // Full run of an incremental job.
     let job_id = start_job(
         &client,
         &agent_a.source_id,
-        &[("RunOnce", "false"), ("Frequency", "24"), ("MaxNumberOfImageToKeep", "3")],
+        &[
+            ("RunOnce", "false"),
+            ("Frequency", "24"),
+            ("MaxNumberOfImageToKeep", "3"),
+        ],
     )
     .await?;
     let j = wait_job(&client, &job_id, &["Waiting"], Duration::from_secs(240)).await?;
     let image1 = run_image(&j, 0)?;
     assert_image_equals(&client, &image1, &a.path).await?;
     let first_sent = run_figure(&j, 0, "BytesUploaded");
-    assert!(first_sent >= 48 * MIB as u64, "the full run uploaded only {first_sent} bytes");
-    assert!(run_figure(&j, 0, "BytesZero") > 200 * MIB as u64, "zero chunks were not skipped: {j}");
+    assert!(
+        first_sent >= 48 * MIB as u64,
+        "the full run uploaded only {first_sent} bytes"
+    );
+    assert!(
+        run_figure(&j, 0, "BytesZero") > 200 * MIB as u64,
+        "zero chunks were not skipped: {j}"
+    );
 
     // Change files through the mounted filesystems, keep the old disk to compare the old image with.
     let old = tmp.path().join("a-v1.img");
-    run("cp", &["--sparse=always", &a.path.display().to_string(), &old.display().to_string()])?;
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            &a.path.display().to_string(),
+            &old.display().to_string(),
+        ],
+    )?;
     {
         let ext4 = a.mount(0)?;
-        std::fs::write(ext4.path().join("d1/changed.bin"), random_bytes(77, 3 * MIB))?;
+        std::fs::write(
+            ext4.path().join("d1/changed.bin"),
+            random_bytes(77, 3 * MIB),
+        )?;
         let xfs = a.mount(1)?;
         std::fs::write(xfs.path().join("new.bin"), random_bytes(78, 2 * MIB))?;
     }
-    client.smc("StartReplicationJob", &p(&[("JobId", &job_id)])).await?;
+    client
+        .smc("StartReplicationJob", &p(&[("JobId", &job_id)]))
+        .await?;
     let j = wait_for(Duration::from_secs(240), "the incremental run", || async {
         let j = job(&client, &job_id).await?;
-        let runs = j["ReplicationJobRuns"]["ReplicationJobRun"].as_array().map_or(0, Vec::len);
+        let runs = j["ReplicationJobRuns"]["ReplicationJobRun"]
+            .as_array()
+            .map_or(0, Vec::len);
         Ok((j["Status"] == "Waiting" && runs == 2).then_some(j))
     })
     .await?;
     let image2 = run_image(&j, 1)?;
     let sent = run_figure(&j, 1, "BytesUploaded");
     // 5 MiB of new random data must be sent; little else may be (metadata, 1 MiB chunk granularity).
-    assert!(sent >= 5 * MIB as u64, "the incremental run uploaded only {sent} bytes");
-    assert!(sent <= 16 * MIB as u64, "the incremental run uploaded {sent} bytes for 5 MiB of changes");
-    assert!(run_figure(&j, 1, "BytesUnchanged") >= 40 * MIB as u64, "unchanged chunks were not skipped: {j}");
+    assert!(
+        sent >= 5 * MIB as u64,
+        "the incremental run uploaded only {sent} bytes"
+    );
+    assert!(
+        sent <= 16 * MIB as u64,
+        "the incremental run uploaded {sent} bytes for 5 MiB of changes"
+    );
+    assert!(
+        run_figure(&j, 1, "BytesUnchanged") >= 40 * MIB as u64,
+        "unchanged chunks were not skipped: {j}"
+    );
     assert_image_equals(&client, &image2, &a.path).await?;
     assert_image_equals(&client, &image1, &old).await?;
 
     // A second server with an identical disk sends (almost) nothing: its chunks are already stored.
     let b = tmp.path().join("b.img");
-    run("cp", &["--sparse=always", &a.path.display().to_string(), &b.display().to_string()])?;
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            &a.path.display().to_string(),
+            &b.display().to_string(),
+        ],
+    )?;
     let agent_b = AgentProc::activate(&server, &tmp.path().join("agent-b"), &code, &[&b]).await?;
     wait_source(&client, &agent_b.source_id).await?;
     let job_b = start_job(&client, &agent_b.source_id, &[]).await?;
     let jb = wait_job(&client, &job_b, &["Finished"], Duration::from_secs(240)).await?;
-    assert_eq!(run_figure(&jb, 0, "BytesUploaded"), 0, "identical disk re-sent data: {jb}");
-    assert!(run_figure(&jb, 0, "BytesDeduplicated") >= 48 * MIB as u64, "{jb}");
+    assert_eq!(
+        run_figure(&jb, 0, "BytesUploaded"),
+        0,
+        "identical disk re-sent data: {jb}"
+    );
+    assert!(
+        run_figure(&jb, 0, "BytesDeduplicated") >= 48 * MIB as u64,
+        "{jb}"
+    );
     assert_image_equals(&client, &run_image(&jb, 0)?, &b).await?;
     Ok(())
 }
@@ -144,20 +204,27 @@ async fn kill_9_of_agent_and_server_mid_run_resumes_without_resending() -> anyho
     {
         let m = d.mount(0)?;
         for i in 0..10 {
-            std::fs::write(m.path().join(format!("r{i}.bin")), random_bytes(100 + i, 16 * MIB))?;
+            std::fs::write(
+                m.path().join(format!("r{i}.bin")),
+                random_bytes(100 + i, 16 * MIB),
+            )?;
         }
     }
     let server_dir = tmp.path().join("server");
     let mut server = ServerProc::start(&server_dir, &[]).await?;
     let client = server.client()?;
     let (_, code) = server.activation_code(1).await?;
-    let mut agent = AgentProc::activate(&server, &tmp.path().join("agent"), &code, &[&d.path]).await?;
+    let mut agent =
+        AgentProc::activate(&server, &tmp.path().join("agent"), &code, &[&d.path]).await?;
     wait_source(&client, &agent.source_id).await?;
     // 24 MiB/s: the run takes ~7 s, long enough to be interrupted twice.
     let job_id = start_job(
         &client,
         &agent.source_id,
-        &[("ReplicationParameters", r#"{"bandwidth_limit_bps":25165824}"#)],
+        &[(
+            "ReplicationParameters",
+            r#"{"bandwidth_limit_bps":25165824}"#,
+        )],
     )
     .await?;
 
@@ -176,7 +243,8 @@ async fn kill_9_of_agent_and_server_mid_run_resumes_without_resending() -> anyho
     let before = metric(&server, r#"ferry_chunk_uploads_total{outcome="stored"}"#).await?;
     agent.start()?;
     stored(before + 30).await?;
-    let dup_after_agent_kill = metric(&server, r#"ferry_chunk_uploads_total{outcome="duplicate"}"#).await?;
+    let dup_after_agent_kill =
+        metric(&server, r#"ferry_chunk_uploads_total{outcome="duplicate"}"#).await?;
     assert!(
         dup_after_agent_kill <= 6,
         "after the agent restarted, {dup_after_agent_kill} chunks already stored were sent again"
@@ -186,7 +254,8 @@ async fn kill_9_of_agent_and_server_mid_run_resumes_without_resending() -> anyho
     server.restart().await?;
     let client = server.client()?;
     let j = wait_job(&client, &job_id, &["Finished"], Duration::from_secs(240)).await?;
-    let dup_after_server_kill = metric(&server, r#"ferry_chunk_uploads_total{outcome="duplicate"}"#).await?;
+    let dup_after_server_kill =
+        metric(&server, r#"ferry_chunk_uploads_total{outcome="duplicate"}"#).await?;
     assert!(
         dup_after_server_kill <= 6,
         "after the server restarted, {dup_after_server_kill} chunks already stored were sent again"
@@ -230,14 +299,20 @@ async fn bandwidth_limit_is_honoured_within_ten_percent() -> anyhow::Result<()> 
     let job_id = start_job(
         &client,
         &agent.source_id,
-        &[("ReplicationParameters", &format!(r#"{{"bandwidth_limit_bps":{limit},"compress_level":1}}"#))],
+        &[(
+            "ReplicationParameters",
+            &format!(r#"{{"bandwidth_limit_bps":{limit},"compress_level":1}}"#),
+        )],
     )
     .await?;
     let j = wait_job(&client, &job_id, &["Finished"], Duration::from_secs(120)).await?;
     let sent = run_figure(&j, 0, "BytesSent") as f64;
     let secs = run_figure(&j, 0, "ElapsedMs") as f64 / 1000.0;
     let rate = sent / secs;
-    assert!(sent >= 48.0 * MIB as f64, "random data must be sent in full: {sent}");
+    assert!(
+        sent >= 48.0 * MIB as f64,
+        "random data must be sent in full: {sent}"
+    );
     assert!(
         (rate - limit as f64).abs() / (limit as f64) <= 0.10,
         "limit {limit} B/s, measured {rate:.0} B/s ({sent} bytes in {secs:.2} s)"

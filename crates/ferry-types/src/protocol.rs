@@ -83,6 +83,10 @@ pub struct HeartbeatRequest {
     pub inventory: Option<Inventory>,
     #[serde(default)]
     pub prechecks: Option<Vec<Precheck>>,
+    /// Long poll: the server may hold the answer for up to one heartbeat interval while it has nothing new
+    /// to say (no new run, no stop), so a started job is picked up at once instead of at the next beat.
+    #[serde(default)]
+    pub wait: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +115,10 @@ pub struct ReplicateTask {
     /// Disks already committed in this run (a resumed run skips them).
     #[serde(default)]
     pub committed_disks: Vec<u32>,
+    /// The figures recorded before this run was interrupted, if it is resumed: bytes sent and uploaded
+    /// carry on from them.
+    #[serde(default)]
+    pub previous: Option<RunProgress>,
 }
 
 /// `POST /agent/v1/runs/{run}/missing`: which of these chunks does the server not have yet?

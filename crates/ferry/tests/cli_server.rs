@@ -228,6 +228,7 @@ impl Agent {
             state: AgentState::Idle,
             inventory: None,
             prechecks: None,
+            wait: false,
         };
         self.post("/heartbeat", &req)
             .await

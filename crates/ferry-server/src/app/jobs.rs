@@ -342,6 +342,7 @@ pub async fn stop(st: &AppState, job_id: &str) -> Result<(), ApiError> {
                 .or_internal()?;
         }
     }
+    st.tasks_changed.notify_waiters();
     Ok(())
 }
 
@@ -386,6 +387,9 @@ pub async fn task_for_source(
         bandwidth_limit_bps: params.bandwidth_bps(),
         compress_level: params.compress_level,
         committed_disks: committed,
+        previous: serde_json::from_str::<RunProgress>(&run.progress)
+            .ok()
+            .filter(|p| p.bytes_sent > 0 || p.bytes_scanned > 0),
     }))
 }
 
