@@ -195,7 +195,7 @@ async fn a_source_has_at_most_one_open_job() {
         let s = db.source_get("s-1").await.expect("get").expect("source");
         assert_eq!(
             (s.state.as_str(), s.job_id),
-            ("Available".into(), None),
+            ("Available", None),
             "{engine}"
         );
     }
