@@ -138,7 +138,7 @@ impl ChunkStore {
     ) -> Result<PutOutcome, ChunkStoreError> {
         let d = *digest;
         let checked = blob.clone();
-        tokio::task::spawn_blocking(move || blob::decode(&checked, &d).map(drop))
+        tokio::task::spawn_blocking(move || blob::decode_cow(&checked, &d).map(drop))
             .await
             .map_err(ChunkStoreError::Task)?
             .map_err(|source| ChunkStoreError::Rejected { digest: d, source })?;

@@ -21,7 +21,7 @@ pub mod store;
 
 pub use blob::{
     CHUNK_HEADER_LEN, CHUNK_MAGIC, CHUNK_VERSION, ChunkError, ChunkHeader, Codec, MAX_CHUNK_SIZE,
-    decode, encode, encode_with_digest, peek_header,
+    decode, decode_cow, encode, encode_with_digest, peek_header,
 };
 pub use chunk_store::{ChunkStore, ChunkStoreError, PutOutcome};
 pub use digest::{Digest, DigestParseError, chunk_digest, hash, is_zero};

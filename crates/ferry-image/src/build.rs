@@ -133,19 +133,28 @@ async fn build(
 ) -> Result<(), ImageError> {
     crate::materialize_raw(index, chunks, raw, progress).await?;
 
-    let (path, idx) = (raw.to_path_buf(), index.clone());
-    tokio::task::spawn_blocking(move || crate::verify_raw_against(&path, &idx))
-        .await
-        .map_err(ImageError::Task)??;
-
+    // Record every output before writing it, so a half-written one is removed on failure.
+    let mut outputs = Vec::new();
     for &format in formats {
         if images.iter().any(|(f, _)| *f == format) {
             continue;
         }
         let dst = dir.join(format!("{name}.{}", format.name()));
-        // Record before converting so a half-written output is removed on failure.
         images.push((format, dst.clone()));
-        convert(raw, &dst, format).await?;
+        outputs.push((format, dst));
     }
+    // Verification and conversion both only read the raw image: run them side by side. Nothing is
+    // reported as built unless verification passed (the caller removes every output on error).
+    let (path, idx) = (raw.to_path_buf(), index.clone());
+    let verify = tokio::task::spawn_blocking(move || crate::verify_raw_against(&path, &idx));
+    let converts = async {
+        for (format, dst) in &outputs {
+            convert(raw, dst, *format).await?;
+        }
+        Ok::<_, ImageError>(())
+    };
+    let (verified, converted) = tokio::join!(verify, converts);
+    verified.map_err(ImageError::Task)??;
+    converted?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use ferry_chunk::{ChunkStore, Digest, DiskIndex};
+use ferry_chunk::{ChunkStore, ChunkStoreError, Digest, DiskIndex};
 use futures::{StreamExt, stream};
 
 use crate::error::ImageError;
@@ -129,23 +129,24 @@ async fn fetch_and_write(
     offset: u64,
     expected: usize,
 ) -> Result<u64, ImageError> {
-    let data = chunks
-        .get(&digest)
-        .await
-        .map_err(|source| ImageError::Chunk {
-            chunk,
-            offset,
-            source: Box::new(source),
-        })?;
-    if data.len() != expected {
-        return Err(ImageError::ChunkLength {
-            chunk,
-            offset,
-            expected,
-            actual: data.len(),
-        });
-    }
+    let chunk_error = move |source| ImageError::Chunk {
+        chunk,
+        offset,
+        source: Box::new(source),
+    };
+    let blob = chunks.get_blob(&digest).await.map_err(chunk_error)?;
     blocking(move || {
+        // Decoding verifies the chunk's digest; a raw payload is written straight from the blob.
+        let data = ferry_chunk::decode_cow(&blob, &digest)
+            .map_err(|source| chunk_error(ChunkStoreError::Corrupt { digest, source }))?;
+        if data.len() != expected {
+            return Err(ImageError::ChunkLength {
+                chunk,
+                offset,
+                expected,
+                actual: data.len(),
+            });
+        }
         file.write_all_at(&data, offset)
             .map_err(|e| ImageError::io("writing", &path, e))
     })
