@@ -44,7 +44,10 @@ pub(super) async fn run(s: &mut Session<'_, '_>, cmd: ActivationCodeCommand) -> 
             );
             out.push_str("\nRun this on each source server, as root:\n\n  ");
             out.push_str(&command);
-            out.push('\n');
+            out.push_str(
+                "\n\nthen start the agent: `systemctl enable --now ferry-agent` (unit in dist/), or add --run \
+                 to the command above. Add --disk /dev/sdX per disk to choose them (default: all disks).\n",
+            );
             if s.resolved.ca_fingerprint.is_none() {
                 out.push_str(
                     "\nwarning: the CA fingerprint is unknown (no --ca-cert): add --ca-fingerprint with the \
