@@ -4,6 +4,7 @@
 //! The text form follows Alibaba Cloud's: a resource prefix (`s-`, `j-`, `at-`, `m-`, …), a two-letter
 //! region code (`fe` for Ferry) and 18 lower-case alphanumerics.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -14,6 +15,8 @@ use serde::{Deserialize, Serialize};
 const RANDOM_LEN: usize = 18;
 const REGION_CODE: &str = "fe";
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+/// Longest text after the prefix that parses (IDs from older servers or other tools may be longer than ours).
+const MAX_SUFFIX_LEN: usize = 64;
 
 /// An ID string that does not have the expected prefix or shape.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,7 +41,7 @@ fn random_suffix() -> String {
 
 fn valid_suffix(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 64
+        && s.len() <= MAX_SUFFIX_LEN
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
@@ -97,7 +100,36 @@ macro_rules! id_type {
                 f.write_str(&self.0)
             }
         }
+
+        // By hand, because the derive would describe the private field rather than the text form that
+        // `FromStr` accepts; `id_schema` keeps the two in step.
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                Cow::Borrowed(stringify!($name))
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                id_schema($prefix, $kind)
+            }
+        }
     };
+}
+
+/// The JSON schema of an ID with `prefix`: a string of the prefix and the suffix `valid_suffix` accepts.
+fn id_schema(prefix: &str, kind: &str) -> schemars::Schema {
+    let mut schema = serde_json::Map::new();
+    schema.insert("type".into(), "string".into());
+    schema.insert("pattern".into(), format!("^{prefix}[a-z0-9]+$").into());
+    schema.insert("minLength".into(), (prefix.len() + 1).into());
+    schema.insert("maxLength".into(), (prefix.len() + MAX_SUFFIX_LEN).into());
+    schema.insert(
+        "description".into(),
+        format!(
+            "A {kind} ID: `{prefix}` followed by lower-case letters and digits (`{prefix}fe…`)."
+        )
+        .into(),
+    );
+    schemars::Schema::from(schema)
 }
 
 id_type!(
@@ -154,5 +186,26 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("source server"), "{err}");
+    }
+
+    #[test]
+    fn schema_bounds_are_the_parsers() {
+        let mut generator = schemars::SchemaGenerator::default();
+        let schema = <SnapshotId as schemars::JsonSchema>::json_schema(&mut generator).to_value();
+        assert_eq!(schema["type"], "string");
+        assert_eq!(schema["pattern"], "^sp-[a-z0-9]+$");
+        let (Some(min), Some(max)) = (schema["minLength"].as_u64(), schema["maxLength"].as_u64())
+        else {
+            panic!("the ID schema has no length bounds: {schema}");
+        };
+        let id_of_len =
+            |len: u64| format!("sp-{}", "a".repeat(len as usize - SnapshotId::PREFIX.len()));
+        assert!(id_of_len(min).parse::<SnapshotId>().is_ok());
+        assert!(id_of_len(max).parse::<SnapshotId>().is_ok());
+        assert!(id_of_len(max + 1).parse::<SnapshotId>().is_err());
+        assert!(
+            SnapshotId::PREFIX.parse::<SnapshotId>().is_err(),
+            "the prefix alone is below minLength"
+        );
     }
 }

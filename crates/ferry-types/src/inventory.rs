@@ -5,10 +5,11 @@
 //! them is the prechecks' and the server's. Sizes and offsets are always bytes; an `Option` that is `None`
 //! means "the agent could not find out", never "zero" or "empty".
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Everything the agent knows about its source server.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Inventory {
     pub hostname: String,
     pub os: OsRelease,
@@ -31,7 +32,7 @@ pub struct Inventory {
 }
 
 /// The fields of os-release(5) that identify the distribution. Missing keys are empty strings.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OsRelease {
     /// `ID`, e.g. `debian`, `rhel`, `ubuntu`.
     pub id: String,
@@ -41,7 +42,7 @@ pub struct OsRelease {
 }
 
 /// How the firmware boots the source server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BootMode {
     Bios,
@@ -49,7 +50,7 @@ pub enum BootMode {
 }
 
 /// Where a disk's bytes come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DiskSource {
     /// A block device such as `/dev/sda`.
@@ -59,7 +60,7 @@ pub enum DiskSource {
 }
 
 /// One disk of the source server.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Disk {
     /// Position in the migration; 0 is the system disk.
     pub index: u32,
@@ -78,7 +79,7 @@ pub struct Disk {
 }
 
 /// Partition table type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PartitionTableType {
     Mbr,
@@ -86,7 +87,7 @@ pub enum PartitionTableType {
 }
 
 /// One partition of a disk.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Partition {
     /// Partition number as the kernel numbers it (`sda1` is 1).
     pub number: u32,
@@ -101,7 +102,7 @@ pub struct Partition {
 }
 
 /// A filesystem (or other recognised content such as swap or an LVM physical volume).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Filesystem {
     /// Type as blkid names it: `ext4`, `xfs`, `vfat`, `swap`, `LVM2_member`, `BitLocker`, ...
     pub fs_type: String,
@@ -112,7 +113,7 @@ pub struct Filesystem {
 }
 
 /// One network interface.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NetInterface {
     pub name: String,
     pub mac: Option<String>,
@@ -125,7 +126,7 @@ pub struct NetInterface {
 }
 
 /// How an interface gets its addresses, according to the source's configuration files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AddrConfig {
     Static,
@@ -135,7 +136,7 @@ pub enum AddrConfig {
 }
 
 /// The result of one precheck. `reason` is always filled: why it passed or failed, and on failure what to do.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Precheck {
     pub name: String,
     pub passed: bool,

@@ -9,6 +9,7 @@
 //!   connection never damages what is stored.
 //! - A new field is optional (`#[serde(default)]`); anything else is a new protocol version.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccessTokenId, JobId, RunId, SnapshotId, SourceId};
@@ -22,7 +23,7 @@ pub const PREFIX: &str = "/agent/v1";
 pub const SERVER_TIME_HEADER: &str = "x-ferry-server-time";
 
 /// `POST /agent/v1/activate`: register a source server with an activation code.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ActivateRequest {
     /// The activation code's ID (`at-…`); optional, the code alone identifies it.
     #[serde(default)]
@@ -35,7 +36,7 @@ pub struct ActivateRequest {
 }
 
 /// Credentials an activated agent uses for every later call. Scoped to `source_id` only.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AgentCredentials {
     pub source_id: SourceId,
     pub key_id: String,
@@ -59,14 +60,14 @@ impl AgentCredentials {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ActivateResponse {
     pub credentials: AgentCredentials,
     pub heartbeat_interval_secs: u32,
 }
 
 /// What the agent is doing, as it reports in each heartbeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum AgentState {
     Idle,
@@ -74,7 +75,7 @@ pub enum AgentState {
 }
 
 /// `POST /agent/v1/heartbeat`: I am alive; here is what changed; is there work for me?
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HeartbeatRequest {
     pub agent_version: String,
     pub state: AgentState,
@@ -89,7 +90,7 @@ pub struct HeartbeatRequest {
     pub wait: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HeartbeatResponse {
     pub heartbeat_interval_secs: u32,
     /// The run this agent should be working on now, if any. A run the agent is working on that is no longer
@@ -99,7 +100,7 @@ pub struct HeartbeatResponse {
 }
 
 /// One replication run: copy these disks into new snapshots.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ReplicateTask {
     pub run_id: RunId,
     pub job_id: JobId,
@@ -122,27 +123,27 @@ pub struct ReplicateTask {
 }
 
 /// `POST /agent/v1/runs/{run}/missing`: which of these chunks does the server not have yet?
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct MissingRequest {
     /// BLAKE3 digests, lower-case hex.
     pub digests: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct MissingResponse {
     /// Positions in the request's `digests` that the server lacks.
     pub missing: Vec<u32>,
 }
 
 /// Answer to `PUT /agent/v1/runs/{run}/chunks/{digest}` (body: a chunk blob, `docs/formats.md`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ChunkStored {
     /// `false` when the chunk was already stored (an idempotent retry).
     pub stored: bool,
 }
 
 /// Answer to `PUT /agent/v1/runs/{run}/disks/{disk}/index` (body: a disk index, `docs/formats.md`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SnapshotCommitted {
     pub snapshot_id: SnapshotId,
     /// Root digest of the committed index, lower-case hex.
@@ -150,7 +151,7 @@ pub struct SnapshotCommitted {
 }
 
 /// `POST /agent/v1/runs/{run}/progress`: the run's figures so far (whole run, all disks).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunProgress {
     /// Logical size of all disks of the run.
     pub bytes_total: u64,
@@ -176,7 +177,7 @@ pub struct RunProgress {
 }
 
 /// `POST /agent/v1/runs/{run}/finish`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum RunFinish {
     /// Every disk of the task was committed.
@@ -186,7 +187,7 @@ pub enum RunFinish {
 }
 
 /// The body of every agent-API error response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AgentApiError {
     /// Stable, machine-readable: `Unauthorized`, `RunNotActive`, `ChunkRejected`, `MissingChunks`, `NoSpace`,
     /// `ActivationCode.Invalid`, `ActivationCode.Expired`, …
@@ -218,6 +219,9 @@ pub fn ca_fingerprint(pem: &str) -> Option<String> {
 fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+mod openapi;
+pub use openapi::openapi;
 
 #[cfg(test)]
 mod tests {
