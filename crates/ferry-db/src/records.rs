@@ -4,6 +4,17 @@ use sqlx::FromRow;
 
 use crate::{Db, DbError, Result, now};
 
+/// One page of `items` and the total count.
+fn page<T>(items: Vec<T>, offset: i64, limit: i64) -> (Vec<T>, i64) {
+    let total = items.len() as i64;
+    let page = items
+        .into_iter()
+        .skip(offset.max(0) as usize)
+        .take(limit.max(0) as usize)
+        .collect();
+    (page, total)
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // meta and credentials
 
@@ -285,13 +296,7 @@ impl Db {
                     .is_none_or(|j| s.job_id.as_ref() == Some(j))
             })
             .collect();
-        let total = matched.len() as i64;
-        let page = matched
-            .into_iter()
-            .skip(offset.max(0) as usize)
-            .take(limit.max(0) as usize)
-            .collect();
-        Ok((page, total))
+        Ok(page(matched, offset, limit))
     }
 
     pub async fn source_update_heartbeat(
@@ -478,13 +483,7 @@ impl Db {
                     .is_none_or(|n| j.business_status.as_ref() == Some(n))
             })
             .collect();
-        let total = matched.len() as i64;
-        let page = matched
-            .into_iter()
-            .skip(offset.max(0) as usize)
-            .take(limit.max(0) as usize)
-            .collect();
-        Ok((page, total))
+        Ok(page(matched, offset, limit))
     }
 
     /// Moves a job from one of `from` to `status`/`business_status`; returns `false` when the job was not in

@@ -147,6 +147,16 @@ async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<SourceRecord
     Ok(source)
 }
 
+/// The guard of every call on a run: the agent's credentials, and the run being its own and syncing.
+async fn run_call(
+    st: &AppState,
+    headers: &HeaderMap,
+    run_id: &str,
+) -> Result<(ferry_db::JobRecord, ferry_db::RunRecord), AgentError> {
+    let source = authenticate(st, headers).await?;
+    Ok(jobs::active_run(st, &source, run_id).await?)
+}
+
 async fn ca_pem(State(st): St) -> Response {
     with_time(
         (
@@ -255,8 +265,7 @@ async fn missing(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AgentError> {
-    let source = authenticate(&st, &headers).await?;
-    jobs::active_run(&st, &source, &run_id).await?;
+    run_call(&st, &headers, &run_id).await?;
     let req: MissingRequest = parse_json(&body)?;
     if req.digests.len() > MAX_MISSING_BATCH {
         return Err(AgentError(ApiError::invalid_parameter(
@@ -281,8 +290,7 @@ async fn put_chunk(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AgentError> {
-    let source = authenticate(&st, &headers).await?;
-    let (job, _run) = jobs::active_run(&st, &source, &run_id).await?;
+    let (job, _run) = run_call(&st, &headers, &run_id).await?;
     let digest = parse_digest(&digest)?;
     let received = body.len() as u64;
     let m = &st.metrics;
@@ -338,8 +346,7 @@ async fn put_index(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AgentError> {
-    let source = authenticate(&st, &headers).await?;
-    let (job, run) = jobs::active_run(&st, &source, &run_id).await?;
+    let (job, run) = run_call(&st, &headers, &run_id).await?;
     let disk = parse_disk(&disk)?;
     let index = DiskIndex::decode(&body).map_err(|e| {
         AgentError(ApiError::new(
@@ -360,8 +367,7 @@ async fn get_base(
     Path((run_id, disk)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, AgentError> {
-    let source = authenticate(&st, &headers).await?;
-    let (job, run) = jobs::active_run(&st, &source, &run_id).await?;
+    let (job, run) = run_call(&st, &headers, &run_id).await?;
     let disk = parse_disk(&disk)?;
     let Some(base) = st
         .db
@@ -398,8 +404,7 @@ async fn progress(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AgentError> {
-    let source = authenticate(&st, &headers).await?;
-    let (job, run) = jobs::active_run(&st, &source, &run_id).await?;
+    let (job, run) = run_call(&st, &headers, &run_id).await?;
     let p: RunProgress = parse_json(&body)?;
     jobs::record_progress(&st, &job, &run, &p).await?;
     ok(serde_json::json!({}))
@@ -411,8 +416,7 @@ async fn finish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AgentError> {
-    let source = authenticate(&st, &headers).await?;
-    let (job, run) = jobs::active_run(&st, &source, &run_id).await?;
+    let (job, run) = run_call(&st, &headers, &run_id).await?;
     let f: RunFinish = parse_json(&body)?;
     jobs::finish(&st, &job, &run, &f).await?;
     ok(serde_json::json!({}))

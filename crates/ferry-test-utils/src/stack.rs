@@ -206,21 +206,7 @@ impl AgentProc {
         code: &str,
         disks: &[&Path],
     ) -> anyhow::Result<AgentProc> {
-        let fp = server.credentials()?.ca_fingerprint;
-        let mut cmd = Command::new(bin_path("ferry-agent"));
-        cmd.arg("activate")
-            .arg("--state-dir")
-            .arg(state_dir)
-            .arg("--server")
-            .arg(server.endpoint())
-            .arg("--code")
-            .arg(code)
-            .arg("--ca-fingerprint")
-            .arg(&fp);
-        for d in disks {
-            cmd.arg("--disk-image").arg(d);
-        }
-        let out = cmd.output()?;
+        let out = activate_only(server, state_dir, code, disks)?;
         if !out.status.success() {
             bail!(
                 "ferry-agent activate failed: {}{}",

@@ -119,6 +119,17 @@ async fn delete_access_token(c: &Call<'_>) -> ActionResult {
     Ok(json!({}))
 }
 
+/// A partition in SMC's shape: `Device` is `<disk>_<partition>`, both from 0.
+fn part_json(disk: u32, p: &ferry_types::inventory::Partition, need: bool) -> Value {
+    json!({
+        "Device": format!("{disk}_{}", p.number.saturating_sub(1)),
+        "Path": p.filesystem.as_ref().and_then(|f| f.mount_point.clone()).unwrap_or_default(),
+        "SizeBytes": p.size_bytes,
+        "CanBlock": true,
+        "Need": need,
+    })
+}
+
 fn source_json(c: &Call<'_>, s: &SourceRecord) -> Value {
     let inv: Option<Inventory> = serde_json::from_str(&s.inventory).ok();
     let mut v = json!({
@@ -172,15 +183,7 @@ fn source_json(c: &Call<'_>, s: &SourceRecord) -> Value {
                 let parts: Vec<Value> = sys
                     .partitions
                     .iter()
-                    .map(|p| {
-                        json!({
-                            "Device": format!("0_{}", p.number.saturating_sub(1)),
-                            "Path": p.filesystem.as_ref().and_then(|f| f.mount_point.clone()).unwrap_or_default(),
-                            "SizeBytes": p.size_bytes,
-                            "CanBlock": true,
-                            "Need": true,
-                        })
-                    })
+                    .map(|p| part_json(0, p, true))
                     .collect();
                 obj.insert("SystemDiskParts".into(), json!({ "SystemDiskPart": parts }));
             }
@@ -189,19 +192,7 @@ fn source_json(c: &Call<'_>, s: &SourceRecord) -> Value {
                 .iter()
                 .filter(|d| d.index != 0)
                 .map(|d| {
-                    let parts: Vec<Value> = d
-                        .partitions
-                        .iter()
-                        .map(|p| {
-                            json!({
-                                "Device": format!("{}_{}", d.index, p.number.saturating_sub(1)),
-                                "Path": p.filesystem.as_ref().and_then(|f| f.mount_point.clone()).unwrap_or_default(),
-                                "SizeBytes": p.size_bytes,
-                                "CanBlock": true,
-                                "Need": false,
-                            })
-                        })
-                        .collect();
+                    let parts: Vec<Value> = d.partitions.iter().map(|p| part_json(d.index, p, false)).collect();
                     json!({ "Index": d.index, "Path": d.path, "Size": gib(d.size_bytes), "Parts": wrap_list("Part", parts) })
                 })
                 .collect();
