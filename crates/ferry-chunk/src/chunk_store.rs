@@ -146,7 +146,9 @@ impl ChunkStore {
         if self.store.exists(&key).await? {
             return Ok(PutOutcome::AlreadyPresent);
         }
-        self.store.put(&key, blob).await?;
+        // The name becomes durable when an index referencing the chunk is committed (`put_index`); a crash
+        // before that can lose the chunk, never corrupt it, and the agent then sends it again.
+        self.store.put_deferred(&key, blob).await?;
         Ok(PutOutcome::Stored)
     }
 
@@ -225,6 +227,8 @@ impl ChunkStore {
     ) -> Result<Digest, ChunkStoreError> {
         let key = Self::index_key(name)?;
         index.validate()?;
+        // Every chunk stored so far becomes durable before an index may reference it.
+        self.store.sync_deferred().await?;
         let mut seen = HashSet::new();
         let unique: Vec<Digest> = index
             .data_chunks()
