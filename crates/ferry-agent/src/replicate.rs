@@ -34,6 +34,8 @@ use crate::conn::{CallError, Conn};
 const MISSING_BATCH: usize = 64;
 /// Chunk uploads in flight.
 const UPLOADS_IN_FLIGHT: usize = 6;
+/// Disk reads in flight (a queue at the device; readahead does the rest).
+const READS_IN_FLIGHT: usize = 4;
 /// Memory for chunk buffers (read, waiting for the missing answer, compressing, uploading).
 const BUFFER_BUDGET: usize = 32 << 20;
 
@@ -433,6 +435,8 @@ async fn replicate_disk_with(
     );
     let buffers = Arc::new(Semaphore::new((BUFFER_BUDGET / chunk_size as usize).max(8)));
     let pool = BufferPool::new();
+    let io_slots = Arc::new(Semaphore::new(READS_IN_FLIGHT));
+    advise_sequential(&file);
     let (tx, mut rx) = mpsc::channel::<ChunkRead>(64);
 
     // Reader: read + hash on the blocking pool, at most one chunk per core at a time.
@@ -444,29 +448,43 @@ async fn replicate_disk_with(
                 let Ok(buffer) = buffers.clone().acquire_owned().await else {
                     return;
                 };
-                let Ok(cpu) = ctx.cpu.clone().acquire_owned().await else {
+                // Reads wait on the disk, not the CPU: they have their own permits, so that a few are
+                // always queued at the device while the cores hash.
+                let Ok(io) = io_slots.clone().acquire_owned().await else {
                     return;
                 };
                 if ctx.cancel.is_cancelled() {
                     return;
                 }
-                let (file, base, path, tx, pool) = (
+                let (file, base, path, tx, pool, cpu_slots) = (
                     file.clone(),
                     base_entries.clone(),
                     path.clone(),
                     tx.clone(),
                     pool.clone(),
+                    ctx.cpu.clone(),
                 );
                 tokio::spawn(async move {
                     let offset = idx as u64 * chunk_size;
                     let len = (size - offset).min(chunk_size) as usize;
-                    let scanned = tokio::task::spawn_blocking(move || {
-                        let r = scan_chunk(&pool, &file, &path, offset, len, base.get(idx));
-                        drop(cpu);
+                    let read = tokio::task::spawn_blocking(move || {
+                        let r = read_chunk(&pool, &file, &path, offset, len);
+                        drop(io);
                         r
                     })
                     .await
                     .unwrap_or_else(|e| Err(ReplicateError::Internal(e.to_string())));
+                    let scanned = match (read, cpu_slots.acquire_owned().await) {
+                        (Ok(buf), Ok(cpu)) => tokio::task::spawn_blocking(move || {
+                            let r = scan_chunk(buf, base.get(idx));
+                            drop(cpu);
+                            r
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(ReplicateError::Internal(e.to_string()))),
+                        (Err(e), _) => Err(e),
+                        (_, Err(e)) => Err(ReplicateError::Internal(e.to_string())),
+                    };
                     let _ = tx
                         .send(ChunkRead {
                             idx,
@@ -611,14 +629,22 @@ impl RunCtx {
     }
 }
 
-fn scan_chunk(
+/// Tells the kernel the disk is read front to back, so it reads ahead further.
+fn advise_sequential(file: &File) {
+    use std::os::fd::AsRawFd as _;
+    let advice = nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL;
+    if let Err(e) = nix::fcntl::posix_fadvise(file.as_raw_fd(), 0, 0, advice) {
+        tracing::debug!(error = %e, "posix_fadvise failed; reading without the hint");
+    }
+}
+
+fn read_chunk(
     pool: &BufferPool,
     file: &File,
     path: &Path,
     offset: u64,
     len: usize,
-    base: Option<&Digest>,
-) -> Result<Scanned, ReplicateError> {
+) -> Result<PooledBuf, ReplicateError> {
     let mut buf = pool.take(len);
     file.read_exact_at(&mut buf, offset)
         .map_err(|source| ReplicateError::Read {
@@ -626,6 +652,10 @@ fn scan_chunk(
             offset,
             source,
         })?;
+    Ok(buf)
+}
+
+fn scan_chunk(buf: PooledBuf, base: Option<&Digest>) -> Result<Scanned, ReplicateError> {
     if ferry_chunk::is_zero(&buf) {
         return Ok(Scanned::Zero);
     }
