@@ -87,26 +87,13 @@ impl AgentStateFile {
 
     /// Saves with mode 0600 (it holds the agent's secret), atomically.
     pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(STATE_FILE);
-        let tmp = dir.join(".agent.json.tmp");
         let json = serde_json::to_vec_pretty(self).map_err(|source| AgentError::BadState {
             path: path.clone(),
             source,
         })?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        f.write_all(&json).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        Ok(())
+        ferry_chunk::durable_write_secret(&path, &json).map_err(io_err(&path))
     }
 
     fn inventory_options(&self) -> InventoryOptions {

@@ -26,7 +26,10 @@ pub use blob::{
 pub use chunk_store::{ChunkStore, ChunkStoreError, PutOutcome};
 pub use digest::{Digest, DigestParseError, chunk_digest, hash, is_zero};
 pub use index::{DiskIndex, INDEX_MAGIC, INDEX_VERSION, IndexError};
-pub use store::{LocalStore, ObjectStore, StoreError, durable_write, is_no_space};
+pub use store::{
+    LocalStore, ObjectStore, StoreError, durable_write, durable_write_deferred,
+    durable_write_secret, is_no_space,
+};
 
 /// The chunk size new snapshots use: 1 MiB, chosen by measurement (see `docs/formats.md` and
 /// `examples/chunk_size.rs`). Every index records its own chunk size, so changing this is not a format

@@ -166,16 +166,23 @@ fn create_dirs_durably(dir: &Path) -> io::Result<()> {
 /// # Errors
 /// The underlying I/O error (ENOSPC and EDQUOT included; callers map those, see [`is_no_space`]).
 pub fn durable_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_file(path, bytes, true)
+    write_file(path, bytes, true, 0o644)
+}
+
+/// [`durable_write`] for secrets (keys, credentials): the file is readable by its owner only (mode 0600)
+/// from the moment it exists.
+pub fn durable_write_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_file(path, bytes, true, 0o600)
 }
 
 /// [`durable_write`] without the final directory sync: the file is complete whenever it is visible, but
 /// its name is durable only once the caller syncs its directory (`path.parent()`).
 pub fn durable_write_deferred(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_file(path, bytes, false)
+    write_file(path, bytes, false, 0o644)
 }
 
-fn write_file(path: &Path, bytes: &[u8], sync_dir: bool) -> io::Result<()> {
+fn write_file(path: &Path, bytes: &[u8], sync_dir: bool, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -197,6 +204,7 @@ fn write_file(path: &Path, bytes: &[u8], sync_dir: bool) -> io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;

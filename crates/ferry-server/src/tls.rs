@@ -109,25 +109,7 @@ fn write_public(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
     ferry_chunk::durable_write(path, bytes).map_err(|e| ServerError::io(path, e))
 }
 
-/// Writes a file readable by its owner only (keys, credentials).
+/// Writes a file readable by its owner only (keys, credentials), durably.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let tmp = path.with_extension("tmp-secret");
-    {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| ServerError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| ServerError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| ServerError::io(&tmp, e))?;
-    }
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
-        .map_err(|e| ServerError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| ServerError::io(path, e))?;
-    Ok(())
+    ferry_chunk::durable_write_secret(path, bytes).map_err(|e| ServerError::io(path, e))
 }

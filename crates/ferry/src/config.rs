@@ -535,8 +535,7 @@ pub fn configure(
 
 /// Writes the profile file atomically with mode 0600 (its directory 0700).
 fn save_profiles(path: &Path, file: &ProfileFile) -> Result<(), ConfigError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::fs::DirBuilderExt as _;
 
     let write_err = |path: &Path| {
         let path = path.to_owned();
@@ -552,24 +551,9 @@ fn save_profiles(path: &Path, file: &ProfileFile) -> Result<(), ConfigError> {
         path: path.to_owned(),
         source: std::io::Error::other(e),
     })?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(write_err(&tmp))?;
-        // A leftover temp file from a crash may have been created with other permissions.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(write_err(&tmp))?;
-        f.write_all(&json).map_err(write_err(&tmp))?;
-        f.write_all(b"\n").map_err(write_err(&tmp))?;
-        f.sync_all().map_err(write_err(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(write_err(path))?;
-    Ok(())
+    let mut json = json;
+    json.push(b'\n');
+    ferry_chunk::durable_write_secret(path, &json).map_err(write_err(path))
 }
 
 #[cfg(test)]
