@@ -445,7 +445,13 @@ pub fn activate_only(
         .arg("--ca-fingerprint")
         .arg(&fp);
     for d in disks {
-        cmd.arg("--disk-image").arg(d);
+        // Block devices (loop devices in tests) go through --disk, image files through --disk-image.
+        let flag = if d.starts_with("/dev") {
+            "--disk"
+        } else {
+            "--disk-image"
+        };
+        cmd.arg(flag).arg(d);
     }
     cmd.output().context("cannot run ferry-agent activate")
 }

@@ -319,3 +319,42 @@ async fn bandwidth_limit_is_honoured_within_ten_percent() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_block_device_replicates_like_an_image_file() -> anyhow::Result<()> {
+    if skip_unless_root("a_real_block_device_replicates_like_an_image_file") {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let img = tmp.path().join("backing.img");
+    let mut data = random_bytes(31, 24 * MIB);
+    data.resize(64 * MIB, 0);
+    std::fs::write(&img, &data)?;
+    // A loop device is a real block device: the agent opens /dev/loopN, not the file.
+    let lo = ferry_test_utils::disk::Loop::attach(&img, 0, 64 * MIB as u64)?;
+    let server = ServerProc::start(&tmp.path().join("server"), &[]).await?;
+    let client = server.client()?;
+    let (_, code) = server.activation_code(1).await?;
+    let agent = AgentProc::activate(
+        &server,
+        &tmp.path().join("agent"),
+        &code,
+        &[Path::new(&lo.dev)],
+    )
+    .await?;
+    let source = wait_source(&client, &agent.source_id).await?;
+    let inventory: serde_json::Value =
+        serde_json::from_str(source["Inventory"].as_str().context("Inventory")?)?;
+    assert_eq!(
+        inventory["disks"][0]["source"], "block_device",
+        "{inventory}"
+    );
+    assert_eq!(
+        inventory["disks"][0]["size_bytes"],
+        64 * MIB as u64,
+        "{inventory}"
+    );
+    let job_id = start_job(&client, &agent.source_id, &[]).await?;
+    let j = wait_job(&client, &job_id, &["Finished"], Duration::from_secs(120)).await?;
+    assert_image_equals(&client, &run_image(&j, 0)?, &img).await
+}
