@@ -932,6 +932,33 @@ impl Db {
         Ok(())
     }
 
+    /// Disks of available images whose qcow2 has not been derived yet.
+    pub async fn image_disk_list_without_qcow2(&self) -> Result<Vec<ImageDiskRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT d.* FROM image_disks d JOIN images i ON i.id = d.image_id \
+             WHERE d.qcow2_path IS NULL AND i.status = 'Available' ORDER BY i.created_at, d.disk_index",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn image_disk_set_qcow2(
+        &self,
+        image_id: &str,
+        disk_index: i64,
+        path: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE image_disks SET qcow2_path = $3 WHERE image_id = $1 AND disk_index = $2",
+        )
+        .bind(image_id)
+        .bind(disk_index)
+        .bind(path)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn image_disk_list(&self, image_id: &str) -> Result<Vec<ImageDiskRecord>> {
         Ok(
             sqlx::query_as("SELECT * FROM image_disks WHERE image_id = $1 ORDER BY disk_index")

@@ -18,6 +18,7 @@ use crate::app::jobs;
 
 pub fn spawn_all(st: Arc<AppState>) {
     tokio::spawn(image_builder(st.clone()));
+    tokio::spawn(qcow2_deriver(st.clone()));
     tokio::spawn(exporter(st.clone()));
     tokio::spawn(offline_detector(st));
 }
@@ -150,7 +151,8 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
             &st.chunks,
             &dir,
             &format!("disk{disk}"),
-            &[ImageFormat::Qcow2],
+            // Only the raw image gates availability; qcow2 is derived from it afterwards (`derive_qcow2`).
+            &[],
         )
         .await?;
         st.db
@@ -183,8 +185,43 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
         "Waiting"
     };
     st.db.job_complete(&job.id, &image.id, next, now()).await?;
+    st.wake.notify_waiters();
     tracing::info!(job = %job.id, run = %run.id, image = %image.id, "image built and verified");
     Ok(())
+}
+
+/// Converts every verified raw disk image that has no qcow2 yet. The image is usable (and exportable)
+/// as soon as its raw disks are verified; the qcow2 is recorded only once it is completely written, so
+/// a crash mid-conversion just converts again.
+async fn qcow2_deriver(st: Arc<AppState>) {
+    loop {
+        match st.db.image_disk_list_without_qcow2().await {
+            Ok(disks) => {
+                for d in disks {
+                    let raw = std::path::PathBuf::from(&d.raw_path);
+                    let qcow2 = raw.with_extension("qcow2");
+                    match ferry_image::convert(&raw, &qcow2, ImageFormat::Qcow2).await {
+                        Ok(()) => {
+                            let path = qcow2.display().to_string();
+                            if let Err(e) = st
+                                .db
+                                .image_disk_set_qcow2(&d.image_id, d.disk_index, &path)
+                                .await
+                            {
+                                tracing::error!(image = %d.image_id, error = %e, "cannot record the qcow2 image");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(image = %d.image_id, disk = d.disk_index, error = %e, "qcow2 conversion failed; will retry");
+                            let _ = tokio::fs::remove_file(&qcow2).await;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "qcow2 worker cannot read images"),
+        }
+        idle(&st, 2).await;
+    }
 }
 
 /// The request an export task carries (see `rpc::ecs::export_image`).

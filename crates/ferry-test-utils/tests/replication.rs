@@ -96,6 +96,36 @@ async fn full_then_incremental_then_deduplicated() -> anyhow::Result<()> {
     let j = wait_job(&client, &job_id, &["Waiting"], Duration::from_secs(240)).await?;
     let image1 = run_image(&j, 0)?;
     assert_image_equals(&client, &image1, &a.path).await?;
+    // The image's own qcow2 is derived from the verified raw image shortly after it became available.
+    wait_for(Duration::from_secs(60), "the image's qcow2", || async {
+        let v = client
+            .ecs(
+                "DescribeImages",
+                &p(&[("RegionId", "local"), ("ImageId", &image1)]),
+            )
+            .await?;
+        Ok(
+            (v["Images"]["Image"][0]["DiskDeviceMappings"]["DiskDeviceMapping"][0]["Format"]
+                == "qcow2")
+                .then_some(()),
+        )
+    })
+    .await?;
+    let qcow2 = server
+        .data_dir
+        .join("images")
+        .join(&image1)
+        .join("disk0.qcow2");
+    let out = std::process::Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "qcow2"])
+        .arg(&a.path)
+        .arg(&qcow2)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "the image's qcow2 differs from the source: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let first_sent = run_figure(&j, 0, "BytesUploaded");
     assert!(
         first_sent >= 48 * MIB as u64,

@@ -86,7 +86,8 @@ async fn describe_images(c: &Call<'_>) -> ActionResult {
                     "Size": (d.size_bytes as u64).div_ceil(1 << 30).to_string(),
                     "SnapshotId": d.snapshot_id,
                     "Type": if d.disk_index == 0 { "system" } else { "data" },
-                    "Format": "qcow2",
+                    // qcow2 once derived from the verified raw image (shortly after the image is available).
+                    "Format": if d.qcow2_path.is_some() { "qcow2" } else { "raw" },
                     "Progress": "100%",
                     // Ferry's additions.
                     "SizeBytes": d.size_bytes,
