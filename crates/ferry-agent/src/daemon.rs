@@ -35,6 +35,9 @@ pub struct DiskConfig {
 /// The agent's persistent state (`<state-dir>/agent.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentStateFile {
+    /// Format version of this file (`docs/formats.md`); 1 today.
+    #[serde(default = "state_format_v1")]
+    pub version: u32,
     pub server: String,
     pub ca_pem: String,
     pub credentials: AgentCredentials,
@@ -59,6 +62,11 @@ pub enum AgentError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "{path} was written by a newer ferry-agent (format {version}): run that version, or remove the file \
+         and activate again"
+    )]
+    NewerState { path: PathBuf, version: u32 },
     #[error("this agent is not activated yet ({0} is missing): run `ferry-agent activate` first")]
     NotActivated(PathBuf),
     #[error("cannot describe this server: {0}")]
@@ -72,6 +80,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
     }
 }
 
+/// The agent state file's format version.
+pub const STATE_FORMAT: u32 = 1;
+
+fn state_format_v1() -> u32 {
+    1
+}
+
 impl AgentStateFile {
     pub fn load(dir: &Path) -> Result<Self, AgentError> {
         let path = dir.join(STATE_FILE);
@@ -82,7 +97,17 @@ impl AgentStateFile {
             }
             Err(e) => return Err(io_err(&path)(e)),
         };
-        serde_json::from_slice(&text).map_err(|source| AgentError::BadState { path, source })
+        let state: Self = serde_json::from_slice(&text).map_err(|source| AgentError::BadState {
+            path: path.clone(),
+            source,
+        })?;
+        if state.version > STATE_FORMAT {
+            return Err(AgentError::NewerState {
+                path,
+                version: state.version,
+            });
+        }
+        Ok(state)
     }
 
     /// Saves with mode 0600 (it holds the agent's secret), atomically.
@@ -160,6 +185,7 @@ pub async fn activate(
     };
     let resp: ActivateResponse = conn.post("/activate", &req).await?;
     let state = AgentStateFile {
+        version: STATE_FORMAT,
         server: server.to_owned(),
         ca_pem,
         credentials: resp.credentials,

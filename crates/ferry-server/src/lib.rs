@@ -63,6 +63,9 @@ impl ServerError {
 /// sign requests when no profile is configured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RootCredentials {
+    /// Format version of this file (`docs/formats.md`); 1 today.
+    #[serde(default = "credentials_format_v1")]
+    pub version: u32,
     pub account_id: String,
     pub access_key_id: String,
     pub access_key_secret: String,
@@ -73,6 +76,10 @@ pub struct RootCredentials {
 }
 
 pub const ROOT_CREDENTIALS_FILE: &str = "root-credentials.json";
+
+fn credentials_format_v1() -> u32 {
+    1
+}
 
 /// Shared state of one server process.
 pub struct AppState {
@@ -210,6 +217,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
 
     let root = app::ensure_root_key(&db).await?;
     let creds = RootCredentials {
+        version: 1,
         account_id: account_id.clone(),
         access_key_id: root.id,
         access_key_secret: root.secret,

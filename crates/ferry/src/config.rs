@@ -70,13 +70,30 @@ impl ConnectionArgs {
 }
 
 /// `~/.ferry/config.json`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileFile {
+    /// Format version of this file (`docs/formats.md`); 1 today.
+    #[serde(default = "profile_format_v1")]
+    pub version: u32,
     /// Name of the profile used when `--profile` is not given.
     #[serde(default)]
     pub current: String,
     #[serde(default)]
     pub profiles: Vec<Profile>,
+}
+
+fn profile_format_v1() -> u32 {
+    1
+}
+
+impl Default for ProfileFile {
+    fn default() -> Self {
+        Self {
+            version: profile_format_v1(),
+            current: String::new(),
+            profiles: Vec::new(),
+        }
+    }
 }
 
 /// One named connection.
@@ -579,6 +596,7 @@ mod tests {
         std::fs::create_dir_all(data.join("tls")).expect("data");
         std::fs::write(data.join("tls/ca.pem"), CA_PEM).expect("ca");
         let creds = RootCredentials {
+            version: 1,
             account_id: "1234567890123456".into(),
             access_key_id: "LTAIroot".into(),
             access_key_secret: "rootsecret".into(),
@@ -631,6 +649,7 @@ mod tests {
         write_profiles(
             &f.home,
             &ProfileFile {
+                version: 1,
                 current: "prod".into(),
                 profiles: vec![
                     Profile {
@@ -679,6 +698,7 @@ mod tests {
         write_profiles(
             &f.home,
             &ProfileFile {
+                version: 1,
                 current: "p".into(),
                 profiles: vec![Profile {
                     name: "p".into(),
@@ -730,6 +750,7 @@ mod tests {
         write_profiles(
             &f.home,
             &ProfileFile {
+                version: 1,
                 current: String::new(),
                 profiles: vec![Profile {
                     name: "a".into(),
