@@ -338,3 +338,52 @@ fn steer(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> AgentStateFile {
+        AgentStateFile {
+            version: STATE_FORMAT,
+            server: "https://127.0.0.1:8443".into(),
+            ca_pem: "pem".into(),
+            credentials: AgentCredentials {
+                source_id: ferry_types::ids::SourceId::generate(),
+                key_id: "ak-1".into(),
+                secret: "s3cret".into(),
+            },
+            disks: vec![DiskConfig {
+                path: "/dev/sda".into(),
+                image_file: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn state_file_round_trips_with_mode_0600_and_refuses_newer_formats() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        state().save(dir.path()).expect("save");
+        let path = dir.path().join(STATE_FILE);
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let back = AgentStateFile::load(dir.path()).expect("load");
+        assert_eq!(back.credentials.secret, "s3cret");
+
+        let mut newer = state();
+        newer.version = STATE_FORMAT + 1;
+        newer.save(dir.path()).expect("save");
+        let err = AgentStateFile::load(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("newer ferry-agent"), "{err}");
+
+        std::fs::remove_file(&path).expect("rm");
+        assert!(matches!(
+            AgentStateFile::load(dir.path()),
+            Err(AgentError::NotActivated(_))
+        ));
+    }
+}
