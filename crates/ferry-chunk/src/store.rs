@@ -230,8 +230,8 @@ pub fn is_no_space(e: &io::Error) -> bool {
 /// An [`ObjectStore`] on a local directory: key `a/b/c` is the file `<dir>/a/b/c`. Writes go through
 /// [`durable_write`]; all file I/O runs on tokio's blocking pool.
 ///
-/// TODO-correctness: temp files left by a crash mid-put are never swept (they are invisible to `list`
-/// and harmless, but take space); a cleanup worker should remove `.*.tmp` files older than an hour.
+/// Temp files left by a crash mid-put are invisible to `list`; [`LocalStore::sweep_temp_files`] removes
+/// them (the server runs it at start).
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
@@ -269,6 +269,40 @@ impl LocalStore {
             root,
             unsynced_dirs: Default::default(),
         })
+    }
+
+    /// Removes the temp files of writes that a crashed process left behind (`.<name>.<pid>.<n>.tmp`,
+    /// last modified before `before`, e.g. this process's start: no write of ours can be that old).
+    /// Returns how many were removed. Blocking: it walks the whole store.
+    ///
+    /// # Errors
+    /// The first I/O error other than a file vanishing under it.
+    pub fn sweep_temp_files(&self, before: std::time::SystemTime) -> io::Result<usize> {
+        fn sweep(dir: &Path, before: std::time::SystemTime, removed: &mut usize) -> io::Result<()> {
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let path = entry.path();
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
+                    sweep(&path, before, removed)?;
+                } else if name.starts_with('.') && name.ends_with(".tmp") {
+                    let stale = entry.metadata()?.modified()? < before;
+                    if stale {
+                        match std::fs::remove_file(&path) {
+                            Ok(()) => *removed += 1,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        let mut removed = 0;
+        sweep(&self.root, before, &mut removed)?;
+        Ok(removed)
     }
 
     /// The directory the store lives in.
@@ -596,5 +630,27 @@ mod deferred_tests {
             .await
             .expect("put");
         assert_eq!(pending(&store), 0);
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn only_stale_temp_files_are_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::open(dir.path()).expect("open");
+        let sub = dir.path().join("chunks/ab");
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        std::fs::write(sub.join(".abc.1.0.tmp"), b"half").expect("write");
+        std::fs::write(sub.join("abc"), b"whole").expect("write");
+        // Nothing is older than a moment in the past.
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert_eq!(store.sweep_temp_files(past).expect("sweep"), 0);
+        let future = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        assert_eq!(store.sweep_temp_files(future).expect("sweep"), 1);
+        assert!(!sub.join(".abc.1.0.tmp").exists());
+        assert!(sub.join("abc").exists(), "a real object was removed");
     }
 }

@@ -194,6 +194,15 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     let tls = tls::ensure(&data.join("tls"), &cfg.tls_names())?;
     let store = LocalStore::open(data.join("objects"))
         .map_err(|e| ServerError::Config(format!("object store: {e}")))?;
+    {
+        // Writes a killed predecessor left half-done: harmless, but they take space.
+        let (store, started) = (store.clone(), std::time::SystemTime::now());
+        tokio::task::spawn_blocking(move || match store.sweep_temp_files(started) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed temp files of interrupted writes"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep temp files of interrupted writes"),
+        });
+    }
     let chunks = ChunkStore::new(Arc::new(store));
     let account_id = db.meta_init("account_id", &app::new_account_id()).await?;
 

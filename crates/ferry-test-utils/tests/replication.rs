@@ -290,13 +290,20 @@ async fn kill_9_of_agent_and_server_mid_run_resumes_without_resending() -> anyho
         dup_after_server_kill <= 6,
         "after the server restarted, {dup_after_server_kill} chunks already stored were sent again"
     );
-    // Every distinct data chunk is stored exactly once.
-    let mut objects = 0;
-    for e in walk(&server_dir.join("objects/chunks"))? {
-        if e.is_file() {
-            objects += 1;
-        }
-    }
+    // Every distinct data chunk is stored exactly once, and the restarted server removed the temp files
+    // of the writes the kill interrupted.
+    let is_temp = |p: &std::path::PathBuf| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    };
+    let chunks_dir = server_dir.join("objects/chunks");
+    wait_for(
+        Duration::from_secs(30),
+        "temp files to be swept",
+        || async { Ok(walk(&chunks_dir)?.iter().all(|p| !is_temp(p)).then_some(())) },
+    )
+    .await?;
+    let objects = walk(&chunks_dir)?.len();
     assert_eq!(objects, data_chunks(&d.path, 1 << 20)?);
     assert_image_equals(&client, &run_image(&j, 0)?, &d.path).await?;
     Ok(())
