@@ -250,13 +250,18 @@ async fn heartbeat(State(st): St, headers: HeaderMap, body: Bytes) -> Result<Res
     })
 }
 
-fn parse_digest(hex: &str) -> Result<Digest, AgentError> {
-    hex.parse().map_err(|_| {
+/// A path parameter, or a clear error naming it.
+fn parse_path<T: std::str::FromStr>(name: &str, value: &str, what: &str) -> Result<T, AgentError> {
+    value.parse().map_err(|_| {
         AgentError(ApiError::invalid_parameter(
-            "digest",
-            format!("{hex:?} is not a BLAKE3 digest in hex"),
+            name,
+            format!("{value:?} is not {what}"),
         ))
     })
+}
+
+fn parse_digest(hex: &str) -> Result<Digest, AgentError> {
+    parse_path("digest", hex, "a BLAKE3 digest in hex")
 }
 
 async fn missing(
@@ -332,12 +337,7 @@ async fn put_chunk(
 }
 
 fn parse_disk(disk: &str) -> Result<u32, AgentError> {
-    disk.parse().map_err(|_| {
-        AgentError(ApiError::invalid_parameter(
-            "disk",
-            format!("{disk:?} is not a disk index"),
-        ))
-    })
+    parse_path("disk", disk, "a disk index")
 }
 
 async fn put_index(
