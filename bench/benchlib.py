@@ -358,7 +358,7 @@ def split_line(ferry, records):
     )
     return (
         f"Ferry's wall time = agent replication {rep:.1f} s (the run's ElapsedMs) + image build, "
-        f"verification and qcow2 {ferry['wall_s'] - rep:.1f} s. Replication alone, speed-up vs: {others}.\n"
+        f"verification {ferry['wall_s'] - rep:.1f} s. Replication alone, speed-up vs: {others}.\n"
     )
 
 

@@ -457,7 +457,7 @@ ferry_measure() {
   ferry_run "$n"
   run=$(jq -c ".ReplicationJobs.ReplicationJob[0].ReplicationJobRuns.ReplicationJobRun[$((n - 1))]" <<<"$FERRY_JOB_JSON")
   sent=$(jq -r .BytesSent <<<"$run")
-  notes=$(jq -r '"Agent replication \(.ElapsedMs / 1000) s (the rest of the wall time is the image build: raw, verification, qcow2); uploaded \(.BytesUploaded / 1048576 | floor) MiB logical, zero \(.BytesZero / 1048576 | floor) MiB, unchanged \(.BytesUnchanged / 1048576 | floor) MiB, deduplicated \(.BytesDeduplicated / 1048576 | floor) MiB; image \(.ImageId)."' <<<"$run")
+  notes=$(jq -r '"Agent replication \(.ElapsedMs / 1000) s (the rest of the wall time is the image build: raw and its verification; qcow2 is derived after); uploaded \(.BytesUploaded / 1048576 | floor) MiB logical, zero \(.BytesZero / 1048576 | floor) MiB, unchanged \(.BytesUnchanged / 1048576 | floor) MiB, deduplicated \(.BytesDeduplicated / 1048576 | floor) MiB; image \(.ImageId)."' <<<"$run")
   measure_end "$label" "$sent" "ferry job start (server + agent on 127.0.0.1, heartbeat 1 s$FERRY_JOB_OPTS)" "$notes" \
     "$(jq -c '{replication_s: (.ElapsedMs / 1000)}' <<<"$run")"
   jq -r .ImageId <<<"$run" >"$RUN/$id.image"
