@@ -427,7 +427,7 @@ def cmd_report(args):
         )
     o.append(
         "\nwall s: from the command's start to its end (Ferry: `ferry job start` until DescribeReplicationJobs "
-        "shows the run Succeeded and the job Waiting, i.e. replication + image build + verification + qcow2). "
+        "shows the run Succeeded and the job Waiting, i.e. replication + raw image build + verification; the qcow2 is derived afterwards). "
         "MB/s: logical disk size (10^6 bytes) / wall. sent: the tool's own count of payload bytes (Ferry: the "
         "run's BytesSent; rsync: `Total bytes sent`; zstd|nc: bytes received; restic: repository growth). "
         "loopback: every byte on the benchmark's private loopback interface during the interval, both "
