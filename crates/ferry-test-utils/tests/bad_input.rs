@@ -489,7 +489,7 @@ async fn index_with_missing_chunk_is_refused_and_commits_nothing() -> anyhow::Re
         "the server committed another root"
     );
     agent.finish(&run, &done).await?;
-    let j = wait_job(&client, &job_id, &["Finished"], Duration::from_secs(60)).await?;
+    let j = wait_job(&client, &job_id, &["Finished"], Duration::from_secs(180)).await?;
     assert_unchanged(&before)?;
     assert_raw_export_equals(&client, &run_image(&j, 0)?, &img).await
 }
@@ -827,7 +827,7 @@ async fn another_sources_credentials_cannot_touch_a_run() -> anyhow::Result<()> 
         "A's run was not syncing while B tried it (the test must hit a live run): {j}"
     );
     // A's run carries on and produces A's disk, not B's all-zero index.
-    let j = wait_job(&client, &job_a, &["Finished"], Duration::from_secs(60)).await?;
+    let j = wait_job(&client, &job_a, &["Finished"], Duration::from_secs(180)).await?;
     assert_raw_export_equals(&client, &run_image(&j, 0)?, &img_a).await
 }
 
@@ -1014,7 +1014,7 @@ async fn full_server_disk_pauses_the_run_until_space_is_freed() -> anyhow::Resul
     let job_id = start_job(&client, &agent.source_id, &[]).await?;
 
     let paused = wait_for(
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         "the job to show that it is paused",
         || async {
             let j = job(&client, &job_id).await?;
@@ -1092,7 +1092,7 @@ async fn agent_rides_out_a_server_outage_and_completes_identically() -> anyhow::
         )],
     )
     .await?;
-    wait_for(Duration::from_secs(60), "uploads to progress", || async {
+    wait_for(Duration::from_secs(180), "uploads to progress", || async {
         let s = metric(&server, STORED).await?;
         Ok((s >= 16).then_some(s))
     })
@@ -1113,7 +1113,7 @@ async fn agent_rides_out_a_server_outage_and_completes_identically() -> anyhow::
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.restart().await?;
     let client = server.client()?;
-    let j = wait_job(&client, &job_id, &["Finished"], Duration::from_secs(60)).await?;
+    let j = wait_job(&client, &job_id, &["Finished"], Duration::from_secs(180)).await?;
     ensure!(
         failures(&agent.log()) > failures_before,
         "the agent never noticed the outage, so the test did not test it:\n{}",
@@ -1148,7 +1148,7 @@ async fn full_server_disk_during_the_image_build_pauses_until_space_is_freed() -
     let job_id = start_job(&client, &agent.source_id, &[]).await?;
 
     // Like a full disk during the upload, the build pauses: the job stays Running/Processing and says why.
-    let j = wait_for(Duration::from_secs(60), "the build to pause", || async {
+    let j = wait_for(Duration::from_secs(180), "the build to pause", || async {
         let j = job(&client, &job_id).await?;
         let info = j["StatusInfo"].as_str().unwrap_or_default().to_owned();
         Ok((j["Status"] == "Running" && info.starts_with("paused:")).then_some(j))
@@ -1174,7 +1174,7 @@ async fn full_server_disk_during_the_image_build_pauses_until_space_is_freed() -
     let stored = metric(&server, STORED).await?;
     let duplicate = metric(&server, DUPLICATE).await?;
     // Once space is freed the build resumes by itself.
-    let j = wait_job(&client, &job_id, &["Finished"], Duration::from_secs(60)).await?;
+    let j = wait_job(&client, &job_id, &["Finished"], Duration::from_secs(180)).await?;
     ensure!(
         metric(&server, STORED).await? == stored && metric(&server, DUPLICATE).await? == duplicate,
         "the resumed run sent chunks that were already stored"

@@ -97,7 +97,7 @@ async fn full_then_incremental_then_deduplicated() -> anyhow::Result<()> {
     let image1 = run_image(&j, 0)?;
     assert_image_equals(&client, &image1, &a.path).await?;
     // The image's own qcow2 is derived from the verified raw image shortly after it became available.
-    wait_for(Duration::from_secs(60), "the image's qcow2", || async {
+    wait_for(Duration::from_secs(180), "the image's qcow2", || async {
         let v = client
             .ecs(
                 "DescribeImages",
@@ -261,7 +261,7 @@ async fn kill_9_of_agent_and_server_mid_run_resumes_without_resending() -> anyho
     let stored = |n: u64| {
         let server = &server;
         async move {
-            wait_for(Duration::from_secs(60), "uploads to progress", || async {
+            wait_for(Duration::from_secs(180), "uploads to progress", || async {
                 let s = metric(server, r#"ferry_chunk_uploads_total{outcome="stored"}"#).await?;
                 Ok((s >= n).then_some(s))
             })
