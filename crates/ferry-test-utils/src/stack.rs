@@ -492,3 +492,29 @@ pub async fn source_count(client: &Client) -> anyhow::Result<u64> {
         .as_u64()
         .context("TotalCount in DescribeSourceServers")
 }
+
+/// A server with one activated, heart-beating agent for `disks`: how most whole-stack tests begin.
+pub struct OneSource {
+    pub server: ServerProc,
+    pub client: Client,
+    pub agent: AgentProc,
+}
+
+impl OneSource {
+    pub async fn start(
+        server_dir: &Path,
+        agent_dir: &Path,
+        disks: &[&Path],
+    ) -> anyhow::Result<Self> {
+        let server = ServerProc::start(server_dir, &[]).await?;
+        let client = server.client()?;
+        let (_, code) = server.activation_code(1).await?;
+        let agent = AgentProc::activate(&server, agent_dir, &code, disks).await?;
+        wait_source(&client, &agent.source_id).await?;
+        Ok(Self {
+            server,
+            client,
+            agent,
+        })
+    }
+}

@@ -17,8 +17,8 @@ use ferry_agent::daemon::AgentStateFile;
 use ferry_chunk::{CHUNK_HEADER_LEN, Digest, DiskIndex};
 use ferry_test_utils::disk::{random_bytes, run};
 use ferry_test_utils::stack::{
-    AgentProc, ServerProc, activate_only, export, job, metric, p, same_bytes, source_count,
-    start_job, wait_job, wait_source,
+    AgentProc, OneSource, ServerProc, activate_only, export, job, metric, p, same_bytes,
+    source_count, start_job, wait_job, wait_source,
 };
 use ferry_test_utils::{is_root, wait_for};
 use ferry_types::ids::{JobId, RunId, SourceId};
@@ -1006,11 +1006,11 @@ async fn full_server_disk_pauses_the_run_until_space_is_freed() -> anyhow::Resul
     let fs = Tmpfs::mount(&tmp.path().join("data"), "48m")?;
     let img = tmp.path().join("disk.img");
     std::fs::write(&img, random_bytes(71, 96 * MIB))?;
-    let server = ServerProc::start(&fs.dir.join("server"), &[]).await?;
-    let client = server.client()?;
-    let (_, code) = server.activation_code(1).await?;
-    let agent = AgentProc::activate(&server, &tmp.path().join("agent"), &code, &[&img]).await?;
-    wait_source(&client, &agent.source_id).await?;
+    let OneSource {
+        server,
+        client,
+        agent,
+    } = OneSource::start(&fs.dir.join("server"), &tmp.path().join("agent"), &[&img]).await?;
     let job_id = start_job(&client, &agent.source_id, &[]).await?;
 
     let paused = wait_for(
@@ -1077,11 +1077,16 @@ async fn agent_rides_out_a_server_outage_and_completes_identically() -> anyhow::
     let tmp = tempfile::tempdir()?;
     let img = tmp.path().join("disk.img");
     std::fs::write(&img, random_bytes(81, 64 * MIB))?;
-    let mut server = ServerProc::start(&tmp.path().join("server"), &[]).await?;
-    let client = server.client()?;
-    let (_, code) = server.activation_code(1).await?;
-    let agent = AgentProc::activate(&server, &tmp.path().join("agent"), &code, &[&img]).await?;
-    wait_source(&client, &agent.source_id).await?;
+    let OneSource {
+        mut server,
+        client,
+        agent,
+    } = OneSource::start(
+        &tmp.path().join("server"),
+        &tmp.path().join("agent"),
+        &[&img],
+    )
+    .await?;
     // 16 MiB/s: about 4 s of uploads, interrupted in the middle.
     let job_id = start_job(
         &client,
@@ -1140,11 +1145,11 @@ async fn full_server_disk_during_the_image_build_pauses_until_space_is_freed() -
     let fs = Tmpfs::mount(&tmp.path().join("data"), "160m")?;
     let img = tmp.path().join("disk.img");
     std::fs::write(&img, random_bytes(91, 96 * MIB))?;
-    let server = ServerProc::start(&fs.dir.join("server"), &[]).await?;
-    let client = server.client()?;
-    let (_, code) = server.activation_code(1).await?;
-    let agent = AgentProc::activate(&server, &tmp.path().join("agent"), &code, &[&img]).await?;
-    wait_source(&client, &agent.source_id).await?;
+    let OneSource {
+        server,
+        client,
+        agent,
+    } = OneSource::start(&fs.dir.join("server"), &tmp.path().join("agent"), &[&img]).await?;
     let job_id = start_job(&client, &agent.source_id, &[]).await?;
 
     // Like a full disk during the upload, the build pauses: the job stays Running/Processing and says why.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use ferry_test_utils::disk::{TestDisk, fill_tree, random_bytes, run};
 use ferry_test_utils::stack::{
-    AgentProc, ServerProc, export, job, metric, p, same_bytes, start_job, wait_job, wait_source,
+    AgentProc, OneSource, ServerProc, export, job, metric, p, same_bytes, start_job, wait_job,
+    wait_source,
 };
 use ferry_test_utils::{is_root, wait_for};
 
@@ -241,12 +242,11 @@ async fn kill_9_of_agent_and_server_mid_run_resumes_without_resending() -> anyho
         }
     }
     let server_dir = tmp.path().join("server");
-    let mut server = ServerProc::start(&server_dir, &[]).await?;
-    let client = server.client()?;
-    let (_, code) = server.activation_code(1).await?;
-    let mut agent =
-        AgentProc::activate(&server, &tmp.path().join("agent"), &code, &[&d.path]).await?;
-    wait_source(&client, &agent.source_id).await?;
+    let OneSource {
+        mut server,
+        client,
+        mut agent,
+    } = OneSource::start(&server_dir, &tmp.path().join("agent"), &[&d.path]).await?;
     // 24 MiB/s: the run takes ~7 s, long enough to be interrupted twice.
     let job_id = start_job(
         &client,
@@ -327,11 +327,17 @@ async fn bandwidth_limit_is_honoured_within_ten_percent() -> anyhow::Result<()> 
     let tmp = tempfile::tempdir()?;
     let img = tmp.path().join("bw.img");
     std::fs::write(&img, random_bytes(9, 48 * MIB))?;
-    let server = ServerProc::start(&tmp.path().join("server"), &[]).await?;
-    let client = server.client()?;
-    let (_, code) = server.activation_code(1).await?;
-    let agent = AgentProc::activate(&server, &tmp.path().join("agent"), &code, &[&img]).await?;
-    wait_source(&client, &agent.source_id).await?;
+    // The server must outlive the test body: bind it, unused.
+    let OneSource {
+        server: _server,
+        client,
+        agent,
+    } = OneSource::start(
+        &tmp.path().join("server"),
+        &tmp.path().join("agent"),
+        &[&img],
+    )
+    .await?;
     let limit: u64 = 8 << 20;
     let job_id = start_job(
         &client,
