@@ -256,7 +256,6 @@ async fn create_replication_job(c: &Call<'_>) -> ActionResult {
         .map(|t| t.unix_timestamp());
     let valid = p.get_time("ValidTime")?.map(|t| t.unix_timestamp());
     let params = p.get("ReplicationParameters").unwrap_or("").to_owned();
-    jobs::ReplicationParameters::parse(&params)?;
     let id = jobs::create(
         c.st,
         jobs::NewJob {
