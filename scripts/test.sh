@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tools the tests drive for real: partition tables, filesystems, loop devices, image conversion.
-PACKAGES=(fdisk util-linux e2fsprogs xfsprogs dosfstools qemu-utils iproute2 mount)
+# Tools the tests drive for real: partition tables, filesystems, loop devices, image conversion, QEMU guests,
+# and sqlite3 (the audit-trail test edits the database behind the server's back).
+PACKAGES=(fdisk util-linux e2fsprogs xfsprogs dosfstools qemu-utils qemu-system-x86 iproute2 mount sqlite3)
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
 for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -17,8 +19,27 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # qemu-system-x86 must come from the same release as an installed qemu-utils: a backported qemu-utils
+  # (as on these machines) conflicts with Debian stable's qemu-system packages, and apt would remove it.
+  # So take QEMU from the backports suite that qemu-utils came from.
+  qemu_from=()
+  if installed qemu-utils && [[ "$(dpkg-query -W -f='${Version}' qemu-utils)" == *bpo* ]]; then
+    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    echo "deb http://deb.debian.org/debian ${codename}-backports main" \
+      > /etc/apt/sources.list.d/ferry-test-backports.list
+    qemu_from=(-t "${codename}-backports")
+  fi
+  others=()
+  for p in "${missing[@]}"; do
+    [ "$p" = qemu-system-x86 ] || others+=("$p")
+  done
   apt-get update -q || true
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ ${#others[@]} -gt 0 ]; then
+    apt-get install -y -q --no-install-recommends "${others[@]}"
+  fi
+  if ! installed qemu-system-x86; then
+    apt-get install -y -q --no-install-recommends "${qemu_from[@]}" qemu-system-x86
+  fi
 fi
 
 # A one-shot run gains nothing from incremental compilation, whose caches double the target's size.
@@ -27,3 +48,8 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
+
+# The scenario suite with the real official Alibaba Cloud Python SDKs (tests/sdk/README.md) runs the server and
+# agent binaries; `cargo test` does not necessarily leave both built, so build them (a no-op when current).
+cargo build -p ferry -p ferry-agent --locked
+tests/sdk/run.sh

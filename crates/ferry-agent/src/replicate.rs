@@ -63,6 +63,16 @@ pub enum ReplicateError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "disk {disk} ({path}) changed while it was read: the chunk at offset {offset} differs between the first \
+         read and the checksum re-read, so the snapshot would not be one point in time. Quiesce the source \
+         (stop writers, or replicate an LVM/filesystem snapshot) and start the job again, or turn `checksum` off"
+    )]
+    Unstable {
+        disk: u32,
+        path: PathBuf,
+        offset: u64,
+    },
     #[error(transparent)]
     Server(#[from] CallError),
     #[error("internal error: {0}")]
@@ -75,6 +85,7 @@ impl ReplicateError {
         match self {
             Self::Read { .. } | Self::Open { .. } => "Disk.ReadFailed",
             Self::UnknownDisk { .. } => "Disk.Unknown",
+            Self::Unstable { .. } => "Disk.Unstable",
             Self::Server(_) => "Server.Rejected",
             Self::Stopped => "Stopped",
             Self::Internal(_) => "Agent.InternalError",
@@ -594,6 +605,18 @@ async fn replicate_disk_with(
     if ctx.cancel.is_cancelled() {
         return Err(ReplicateError::Stopped);
     }
+    if ctx.task.checksum {
+        let (path, entries, cancel) = (path.to_owned(), entries.clone(), ctx.cancel.clone());
+        tokio::task::spawn_blocking(move || {
+            verify_reread(&path, disk, chunk_size, &entries, &cancel)
+        })
+        .await
+        .map_err(|e| ReplicateError::Internal(e.to_string()))??;
+        tracing::info!(
+            disk,
+            "checksum: a second read of the disk matches the first"
+        );
+    }
 
     let index = DiskIndex {
         disk_size: size,
@@ -636,6 +659,51 @@ fn advise_sequential(file: &File) {
     if let Err(e) = nix::fcntl::posix_fadvise(file.as_raw_fd(), 0, 0, advice) {
         tracing::debug!(error = %e, "posix_fadvise failed; reading without the hint");
     }
+}
+
+/// The `checksum` pass: reads the disk again, chunk by chunk, and compares each chunk with the digest the
+/// first read recorded (`Digest::ZERO` for an all-zero chunk). Fails at the first difference.
+fn verify_reread(
+    path: &Path,
+    disk: u32,
+    chunk_size: u64,
+    entries: &[Digest],
+    cancel: &CancellationToken,
+) -> Result<(), ReplicateError> {
+    let file = File::open(path).map_err(|source| ReplicateError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    advise_sequential(&file);
+    let size = disk_size(path)?;
+    let mut buf = vec![0u8; chunk_size as usize];
+    for (idx, expected) in entries.iter().enumerate() {
+        if cancel.is_cancelled() {
+            return Err(ReplicateError::Stopped);
+        }
+        let offset = idx as u64 * chunk_size;
+        let len = (size.saturating_sub(offset)).min(chunk_size) as usize;
+        let chunk = &mut buf[..len];
+        file.read_exact_at(chunk, offset)
+            .map_err(|source| ReplicateError::Read {
+                path: path.to_owned(),
+                offset,
+                source,
+            })?;
+        let same = if ferry_chunk::is_zero(chunk) {
+            *expected == Digest::ZERO
+        } else {
+            ferry_chunk::hash(chunk) == *expected
+        };
+        if !same {
+            return Err(ReplicateError::Unstable {
+                disk,
+                path: path.to_owned(),
+                offset,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn read_chunk(
@@ -801,6 +869,46 @@ impl LevelChooser {
                 "compression level changed"
             );
             s.current = best;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `checksum` pass accepts an unchanged disk (zero chunks included) and names the first chunk
+    /// that changed after the first read.
+    #[test]
+    fn checksum_reread_detects_a_changed_chunk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("disk.img");
+        let chunk = 4096usize;
+        let mut data = vec![0u8; 3 * chunk];
+        data[..chunk].fill(7);
+        data[2 * chunk..].fill(9);
+        std::fs::write(&path, &data).expect("write");
+        let entries: Vec<Digest> = data
+            .chunks(chunk)
+            .map(|c| {
+                if ferry_chunk::is_zero(c) {
+                    Digest::ZERO
+                } else {
+                    ferry_chunk::hash(c)
+                }
+            })
+            .collect();
+        let cancel = CancellationToken::new();
+        verify_reread(&path, 0, chunk as u64, &entries, &cancel).expect("unchanged disk");
+
+        // A write into the zero chunk after the first read.
+        data[chunk + 10] = 1;
+        std::fs::write(&path, &data).expect("rewrite");
+        match verify_reread(&path, 0, chunk as u64, &entries, &cancel) {
+            Err(ReplicateError::Unstable {
+                offset, disk: 0, ..
+            }) => assert_eq!(offset, chunk as u64),
+            other => panic!("expected Unstable at offset {chunk}, got {other:?}"),
         }
     }
 }

@@ -194,7 +194,7 @@ impl ApiError {
             "InvalidVersion",
             400,
             format!(
-                "Specified API version \"{version}\" is not supported: use 2019-06-01 (SMC), 2014-05-26 (ECS), 2015-05-01 (RAM) or 2020-07-06 (ActionTrail)."
+                "Specified API version \"{version}\" is not supported: use 2019-06-01 (SMC), 2014-05-26 (ECS), 2015-05-01 (RAM), 2015-04-01 (STS) or 2020-07-06 (ActionTrail)."
             ),
         )
     }
@@ -236,6 +236,18 @@ impl ApiError {
             "NoPermission",
             403,
             "You are not authorized to do this action.",
+        )
+    }
+
+    /// `NoPermission` (403) for a RAM policy denial of `auth_action` on `resource` (RAM's and STS's
+    /// code for what SMC calls `Forbidden.RAM`).
+    pub fn no_permission_for(auth_action: &str, resource: &str) -> Self {
+        Self::new(
+            "NoPermission",
+            403,
+            format!(
+                "You are not authorized to do this action: the caller's RAM policies do not allow {auth_action} on {resource}. Ask an administrator to grant it."
+            ),
         )
     }
 
@@ -399,6 +411,11 @@ mod tests {
             (ApiError::invalid_version("1"), "InvalidVersion", 400),
             (ApiError::forbidden_ram("smc:X", "*"), "Forbidden.RAM", 403),
             (ApiError::no_permission(), "NoPermission", 403),
+            (
+                ApiError::no_permission_for("ram:GetUser", "*"),
+                "NoPermission",
+                403,
+            ),
             (ApiError::internal(), "InternalError", 500),
             (ApiError::service_unavailable(), "ServiceUnavailable", 503),
             (

@@ -1,6 +1,6 @@
 //! Which Alibaba Cloud product an RPC request addresses, decided by its `Version` (reference §1.1).
 //!
-//! One listener serves SMC, ECS, RAM and ActionTrail: the four versions are distinct, so `Version`
+//! One listener serves SMC, ECS, RAM, STS and ActionTrail: the five versions are distinct, so `Version`
 //! alone picks the product. An unknown version is `InvalidVersion`, never a guess.
 
 use crate::error::ApiError;
@@ -16,15 +16,18 @@ pub enum Product {
     Ram,
     /// ActionTrail (audit), version `2020-07-06`.
     ActionTrail,
+    /// Security Token Service (AssumeRole), version `2015-04-01`.
+    Sts,
 }
 
 impl Product {
     /// All products, for iteration in tests and help texts.
-    pub const ALL: [Product; 4] = [
+    pub const ALL: [Product; 5] = [
         Product::Smc,
         Product::Ecs,
         Product::Ram,
         Product::ActionTrail,
+        Product::Sts,
     ];
 
     /// The product a `Version` parameter selects.
@@ -44,6 +47,7 @@ impl Product {
             Product::Ecs => "2014-05-26",
             Product::Ram => "2015-05-01",
             Product::ActionTrail => "2020-07-06",
+            Product::Sts => "2015-04-01",
         }
     }
 
@@ -55,6 +59,7 @@ impl Product {
             Product::Ecs => "ecs.aliyuncs.com",
             Product::Ram => "ram.aliyuncs.com",
             Product::ActionTrail => "actiontrail.aliyuncs.com",
+            Product::Sts => "sts.aliyuncs.com",
         }
     }
 
@@ -65,6 +70,7 @@ impl Product {
             Product::Ecs => "Ecs",
             Product::Ram => "Ram",
             Product::ActionTrail => "Actiontrail",
+            Product::Sts => "Sts",
         }
     }
 
@@ -75,6 +81,7 @@ impl Product {
             Product::Ecs => "ecs",
             Product::Ram => "ram",
             Product::ActionTrail => "actiontrail",
+            Product::Sts => "sts",
         }
     }
 
@@ -103,6 +110,7 @@ mod tests {
             Product::from_version("2020-07-06"),
             Ok(Product::ActionTrail)
         );
+        assert_eq!(Product::from_version("2015-04-01"), Ok(Product::Sts));
         for p in Product::ALL {
             assert_eq!(Product::from_version(p.version()), Ok(p));
         }
@@ -127,5 +135,7 @@ mod tests {
             "smc:StartReplicationJob"
         );
         assert_eq!(Product::Ram.ram_action("CreateUser"), "ram:CreateUser");
+        assert_eq!(Product::Sts.host_id(), "sts.aliyuncs.com");
+        assert_eq!(Product::Sts.ram_action("AssumeRole"), "sts:AssumeRole");
     }
 }

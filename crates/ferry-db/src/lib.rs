@@ -10,7 +10,12 @@
 //! transaction; status transitions are guarded in SQL (`WHERE status = …`) so that two workers cannot both
 //! take the same step.
 
+mod audit;
+mod iam;
+mod instances;
 mod records;
+mod tags;
+mod workgroups;
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,7 +23,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+pub use audit::*;
+pub use iam::*;
+pub use instances::*;
 pub use records::*;
+pub use tags::*;
+pub use workgroups::*;
 
 /// A data-access error.
 #[derive(Debug, thiserror::Error)]

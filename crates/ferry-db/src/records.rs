@@ -253,6 +253,8 @@ pub struct SourceFilter {
     pub name: Option<String>,
     pub state: Option<String>,
     pub job_id: Option<String>,
+    /// `RelatedJobType.N`: sources whose current job has one of these `JobType`s.
+    pub related_job_types: Vec<i64>,
 }
 
 impl Db {
@@ -296,6 +298,25 @@ impl Db {
                     .is_none_or(|j| s.job_id.as_ref() == Some(j))
             })
             .collect();
+        let matched = if filter.related_job_types.is_empty() {
+            matched
+        } else {
+            let types: std::collections::HashMap<String, i64> =
+                sqlx::query_as::<_, (String, i64)>("SELECT id, job_type FROM jobs")
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .collect();
+            matched
+                .into_iter()
+                .filter(|s| {
+                    s.job_id
+                        .as_ref()
+                        .and_then(|j| types.get(j))
+                        .is_some_and(|t| filter.related_job_types.contains(t))
+                })
+                .collect()
+        };
         Ok(page(matched, offset, limit))
     }
 
@@ -339,6 +360,59 @@ impl Db {
         .await?;
         Ok(())
     }
+
+    /// Is `name` used by a source server other than `except_id`?
+    pub async fn source_name_taken(&self, name: &str, except_id: &str) -> Result<bool> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sources WHERE name = $1 AND id <> $2")
+                .bind(name)
+                .bind(except_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n > 0)
+    }
+
+    /// ModifySourceServerAttribute: sets what is given; returns `false` if the source does not exist.
+    pub async fn source_update_attributes(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE sources SET name = COALESCE($2, name), description = COALESCE($3, description) \
+             WHERE id = $1 AND state <> 'Deleting'",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(description)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Deletes a source server's row, which revokes its agent's credentials (they are looked up by it).
+    /// The caller has dealt with the source's jobs first. Returns `false` if it did not exist.
+    pub async fn source_delete(&self, id: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM sources WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+}
+
+/// Detaches a job from its source: the source has no open job any more, so `InUse` becomes `Available`
+/// (an `Unavailable` or `Deleting` source keeps its state; the next heartbeat decides).
+async fn source_release_job(tx: &mut sqlx::Transaction<'_, sqlx::Any>, job_id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE sources SET job_id = NULL, \
+         state = CASE WHEN state = 'InUse' THEN 'Available' ELSE state END WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -379,6 +453,35 @@ pub struct JobFilter {
     pub name: Option<String>,
     pub status: Option<String>,
     pub business_status: Option<String>,
+    pub region_id: Option<String>,
+    pub job_type: Option<i64>,
+    /// `InstanceId.N`: jobs whose target (or cross-zone) instance is one of these.
+    pub instance_ids: Vec<String>,
+}
+
+/// What a job needs beyond `JobRecord` (table `job_settings`, migration 0004). A job without a row reads as
+/// `JobSettingsRecord::empty`.
+#[derive(Debug, Clone, FromRow)]
+pub struct JobSettingsRecord {
+    pub job_id: String,
+    pub instance_id: Option<String>,
+    /// Versioned JSON of the job's target and disk layout (`ferry_server::app::jobs::JobSettings`).
+    pub settings: String,
+    /// 1 once CutOverReplicationJob(SyncData=true) started the final run.
+    pub cutover: i64,
+    pub expired_at: Option<i64>,
+}
+
+impl JobSettingsRecord {
+    pub fn empty(job_id: &str) -> Self {
+        Self {
+            job_id: job_id.to_owned(),
+            instance_id: None,
+            settings: "{}".to_owned(),
+            cutover: 0,
+            expired_at: None,
+        }
+    }
 }
 
 /// Job statuses in which a source counts as having an open job (SMC: one open job per source).
@@ -402,39 +505,7 @@ impl Db {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO jobs (id, name, description, source_id, region_id, status, business_status, error_code, \
-             status_info, job_type, target_type, image_name, image_id, run_once, frequency, max_images, \
-             replication_parameters, progress, created_at, start_time, end_time, scheduled_start_time, valid_time, \
-             client_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-             $19, $20, $21, $22, $23, $24)",
-        )
-        .bind(&j.id)
-        .bind(&j.name)
-        .bind(&j.description)
-        .bind(&j.source_id)
-        .bind(&j.region_id)
-        .bind(&j.status)
-        .bind(&j.business_status)
-        .bind(&j.error_code)
-        .bind(&j.status_info)
-        .bind(j.job_type)
-        .bind(&j.target_type)
-        .bind(&j.image_name)
-        .bind(&j.image_id)
-        .bind(j.run_once)
-        .bind(j.frequency)
-        .bind(j.max_images)
-        .bind(&j.replication_parameters)
-        .bind(j.progress)
-        .bind(j.created_at)
-        .bind(j.start_time)
-        .bind(j.end_time)
-        .bind(j.scheduled_start_time)
-        .bind(j.valid_time)
-        .bind(&j.client_token)
-        .execute(&mut *tx)
-        .await?;
+        job_insert(&mut tx, j).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -482,7 +553,29 @@ impl Db {
                     .as_ref()
                     .is_none_or(|n| j.business_status.as_ref() == Some(n))
             })
+            .filter(|j| f.region_id.as_ref().is_none_or(|r| &j.region_id == r))
+            .filter(|j| f.job_type.is_none_or(|t| j.job_type == t))
             .collect();
+        let matched = if f.instance_ids.is_empty() {
+            matched
+        } else {
+            let instances: std::collections::HashMap<String, String> =
+                sqlx::query_as::<_, (String, String)>(
+                    "SELECT job_id, instance_id FROM job_settings WHERE instance_id IS NOT NULL",
+                )
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
+            matched
+                .into_iter()
+                .filter(|j| {
+                    instances
+                        .get(&j.id)
+                        .is_some_and(|i| f.instance_ids.contains(i))
+                })
+                .collect()
+        };
         Ok(page(matched, offset, limit))
     }
 
@@ -573,7 +666,7 @@ impl Db {
     }
 
     /// Finishes a run's image step: the job records the image and moves to `status`; for a finished
-    /// one-shot job the source becomes available again.
+    /// job the source becomes available again. A job being deleted (`Deleting`) is left alone.
     pub async fn job_complete(
         &self,
         id: &str,
@@ -582,9 +675,9 @@ impl Db {
         at: i64,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let r = sqlx::query(
             "UPDATE jobs SET status = $2, business_status = NULL, image_id = $3, end_time = $4, progress = 100, \
-             error_code = NULL, status_info = NULL WHERE id = $1",
+             error_code = NULL, status_info = NULL WHERE id = $1 AND status <> 'Deleting'",
         )
         .bind(id)
         .bind(status)
@@ -592,17 +685,267 @@ impl Db {
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        if status == "Finished" {
-            sqlx::query(
-                "UPDATE sources SET state = 'Available', job_id = NULL WHERE job_id = $1 AND state = 'InUse'",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        if r.rows_affected() == 1 && status == "Finished" {
+            source_release_job(&mut tx, id).await?;
         }
         tx.commit().await?;
         Ok(())
     }
+}
+
+impl Db {
+    /// Creates a job with its settings and marks its source `InUse`, all in one transaction, if the source
+    /// is `Available` and has no open job. Returns `false` (nothing changed) otherwise. Fails with a SQL
+    /// error when the job's `client_token` is already used (a concurrent create with the same token): the
+    /// caller then answers with that job.
+    pub async fn job_create_with_settings(
+        &self,
+        j: &JobRecord,
+        settings: &JobSettingsRecord,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE sources SET state = 'InUse', job_id = $2 WHERE id = $1 AND state = 'Available'",
+        )
+        .bind(&j.source_id)
+        .bind(&j.id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        job_insert(&mut tx, j).await?;
+        job_settings_upsert(&mut tx, settings).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn job_settings_get(&self, job_id: &str) -> Result<JobSettingsRecord> {
+        let found: Option<JobSettingsRecord> =
+            sqlx::query_as("SELECT * FROM job_settings WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.unwrap_or_else(|| JobSettingsRecord::empty(job_id)))
+    }
+
+    pub async fn job_settings_put(&self, s: &JobSettingsRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        job_settings_upsert(&mut tx, s).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every job, oldest first (for the scheduler, which looks at each job's clock).
+    pub async fn job_list_all(&self) -> Result<Vec<JobRecord>> {
+        Ok(sqlx::query_as("SELECT * FROM jobs ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// ModifyReplicationJobAttribute: writes the job's modifiable columns from `j`, only if the job is still
+    /// in `j.status` (a concurrent transition wins). Returns `false` otherwise.
+    pub async fn job_update_attributes(&self, j: &JobRecord) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET name = $2, description = $3, target_type = $4, image_name = $5, frequency = $6, \
+             max_images = $7, replication_parameters = $8, scheduled_start_time = $9, valid_time = $10 \
+             WHERE id = $1 AND status = $11",
+        )
+        .bind(&j.id)
+        .bind(&j.name)
+        .bind(&j.description)
+        .bind(&j.target_type)
+        .bind(&j.image_name)
+        .bind(j.frequency)
+        .bind(j.max_images)
+        .bind(&j.replication_parameters)
+        .bind(j.scheduled_start_time)
+        .bind(j.valid_time)
+        .bind(&j.status)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// A job whose `ValidTime` passed while it was in one of `from` becomes `Expired` (its source keeps it as
+    /// its open job until the purge). Returns `false` if the job was no longer in one of `from`.
+    pub async fn job_expire(&self, id: &str, from: &str, at: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'Expired', business_status = NULL WHERE id = $1 AND status = $2",
+        )
+        .bind(id)
+        .bind(from)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let mut settings: JobSettingsRecord =
+            sqlx::query_as("SELECT * FROM job_settings WHERE job_id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .unwrap_or_else(|| JobSettingsRecord::empty(id));
+        settings.expired_at = Some(at);
+        job_settings_upsert(&mut tx, &settings).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends a job without a further run (CutOverReplicationJob with SyncData=false): `Waiting` →
+    /// `Finished`, keeping its last image, and releases its source. Returns `false` if it was not `Waiting`.
+    pub async fn job_finish_waiting(&self, id: &str, at: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'Finished', business_status = NULL, end_time = $2, progress = 100, \
+             error_code = NULL, status_info = NULL WHERE id = $1 AND status = 'Waiting'",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        source_release_job(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// DeleteReplicationJob's first step: a job that is neither `Running` nor already `Deleting` becomes
+    /// `Deleting` and its source is released at once. Returns the status it was in, or `None` if it was
+    /// `Running`/`Deleting` (or does not exist).
+    pub async fn job_delete_begin(&self, id: &str) -> Result<Option<String>> {
+        let mut tx = self.pool.begin().await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(status) = status.filter(|s| s != "Running" && s != "Deleting") else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'Deleting', business_status = NULL WHERE id = $1 AND status = $2",
+        )
+        .bind(id)
+        .bind(&status)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        source_release_job(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(Some(status))
+    }
+
+    /// DeleteSourceServer with `Force`: the source's open job becomes `Deleting` whatever its status, a run
+    /// being uploaded is stopped (its agent abandons it), and the source is released. Returns `false` if the
+    /// job was already `Deleting` (or does not exist).
+    pub async fn job_delete_force(&self, id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'Deleting', business_status = NULL WHERE id = $1 AND status <> 'Deleting'",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("UPDATE runs SET status = 'Stopped' WHERE job_id = $1 AND status = 'Syncing'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        source_release_job(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Removes a job and everything Ferry kept only for it (runs, snapshot records, settings) in one
+    /// transaction, and releases its source if it still held it. Images are not touched: a delivered image
+    /// is the user's. Returns the removed snapshots, whose index objects the caller may delete.
+    pub async fn job_purge(&self, id: &str) -> Result<Vec<SnapshotRecord>> {
+        let mut tx = self.pool.begin().await?;
+        let snaps: Vec<SnapshotRecord> =
+            sqlx::query_as("SELECT * FROM snapshots WHERE job_id = $1")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        for sql in [
+            "DELETE FROM snapshots WHERE job_id = $1",
+            "DELETE FROM runs WHERE job_id = $1",
+            "DELETE FROM job_settings WHERE job_id = $1",
+            "DELETE FROM jobs WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        source_release_job(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(snaps)
+    }
+}
+
+async fn job_insert(tx: &mut sqlx::Transaction<'_, sqlx::Any>, j: &JobRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, name, description, source_id, region_id, status, business_status, error_code, \
+         status_info, job_type, target_type, image_name, image_id, run_once, frequency, max_images, \
+         replication_parameters, progress, created_at, start_time, end_time, scheduled_start_time, valid_time, \
+         client_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+         $19, $20, $21, $22, $23, $24)",
+    )
+    .bind(&j.id)
+    .bind(&j.name)
+    .bind(&j.description)
+    .bind(&j.source_id)
+    .bind(&j.region_id)
+    .bind(&j.status)
+    .bind(&j.business_status)
+    .bind(&j.error_code)
+    .bind(&j.status_info)
+    .bind(j.job_type)
+    .bind(&j.target_type)
+    .bind(&j.image_name)
+    .bind(&j.image_id)
+    .bind(j.run_once)
+    .bind(j.frequency)
+    .bind(j.max_images)
+    .bind(&j.replication_parameters)
+    .bind(j.progress)
+    .bind(j.created_at)
+    .bind(j.start_time)
+    .bind(j.end_time)
+    .bind(j.scheduled_start_time)
+    .bind(j.valid_time)
+    .bind(&j.client_token)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn job_settings_upsert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    s: &JobSettingsRecord,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO job_settings (job_id, instance_id, settings, cutover, expired_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (job_id) DO UPDATE SET instance_id = $2, settings = $3, cutover = $4, expired_at = $5",
+    )
+    .bind(&s.job_id)
+    .bind(&s.instance_id)
+    .bind(&s.settings)
+    .bind(s.cutover)
+    .bind(s.expired_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -880,6 +1223,30 @@ impl Db {
                 .fetch_all(&self.pool)
                 .await?,
         )
+    }
+
+    /// A job's images, oldest run first.
+    pub async fn image_list_by_job(&self, job_id: &str) -> Result<Vec<ImageRecord>> {
+        Ok(
+            sqlx::query_as("SELECT * FROM images WHERE job_id = $1 ORDER BY created_at, id")
+                .bind(job_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Removes an image's records (the caller removes its files). Runs that produced it forget it.
+    pub async fn image_delete(&self, id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "DELETE FROM image_disks WHERE image_id = $1",
+            "DELETE FROM images WHERE id = $1",
+            "UPDATE runs SET image_id = NULL WHERE image_id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn image_name_taken(&self, name: &str) -> Result<bool> {

@@ -234,6 +234,10 @@ async fn heartbeat(State(st): St, headers: HeaderMap, body: Bytes) -> Result<Res
         let changed = st.tasks_changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
+        // The source's job may have been created while this heartbeat waited: look at it afresh.
+        if let Some(fresh) = st.db.source_get(&source.id).await.or_internal()? {
+            source = fresh;
+        }
         let task = jobs::task_for_source(&st, &source).await?;
         let news = task.as_ref().map(|t| &t.run_id) != current.as_ref();
         if !req.wait || news || tokio::time::Instant::now() >= deadline {

@@ -9,6 +9,8 @@
 
 pub mod agent_api;
 pub mod app;
+pub mod audit;
+pub mod compute;
 pub mod config;
 pub mod rpc;
 pub mod tls;
@@ -94,6 +96,8 @@ pub struct AppState {
     /// Wakes long-polling agent heartbeats when a run starts or stops.
     pub tasks_changed: Notify,
     pub metrics: Metrics,
+    /// The clock of job scheduling (`app::jobs::JobClock`; the system clock outside tests).
+    pub clock: app::jobs::JobClock,
 }
 
 /// Counters since this process started, served at `/metrics` (Prometheus text format).
@@ -248,6 +252,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         wake: Notify::new(),
         tasks_changed: Notify::new(),
         metrics: Metrics::default(),
+        clock: app::jobs::JobClock::from_env(),
     });
 
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -264,6 +269,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
             .await
     });
     workers::spawn_all(state.clone());
+    compute::spawn(state.clone());
     tracing::info!(%addr, ca = %tls.ca_fingerprint, "ferry server listening");
     Ok(RunningServer {
         addr,

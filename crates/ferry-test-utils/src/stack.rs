@@ -49,6 +49,8 @@ pub struct ServerProc {
     pub port: u16,
     pub proc: Option<Proc>,
     pub extra_args: Vec<String>,
+    /// Extra environment variables of the server process (e.g. [`TestClock`]'s).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerProc {
@@ -59,6 +61,27 @@ impl ServerProc {
             port: free_port(),
             proc: None,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
+        };
+        s.restart().await?;
+        Ok(s)
+    }
+
+    /// Starts a server whose job clock a [`TestClock`] moves (scheduled starts, `Frequency`, expiry).
+    pub async fn start_with_clock(
+        data_dir: &Path,
+        extra_args: &[&str],
+        clock: &TestClock,
+    ) -> anyhow::Result<ServerProc> {
+        let mut s = ServerProc {
+            data_dir: data_dir.to_owned(),
+            port: free_port(),
+            proc: None,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            env: vec![(
+                "FERRY_TEST_CLOCK_FILE".to_owned(),
+                clock.path.display().to_string(),
+            )],
         };
         s.restart().await?;
         Ok(s)
@@ -79,6 +102,7 @@ impl ServerProc {
             .arg(format!("127.0.0.1:{}", self.port))
             .args(["--heartbeat-interval", "1"])
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log_file(&self.data_dir, "server")?))
             .stderr(Stdio::from(log_file(&self.data_dir, "server")?))
@@ -517,4 +541,76 @@ impl OneSource {
             agent,
         })
     }
+}
+
+/// Moves a server's job clock (`FERRY_TEST_CLOCK_FILE`, docs/replication-jobs.md): the server adds the
+/// offset in this file to the system clock for everything job scheduling decides. Signatures, heartbeats
+/// and the agent protocol keep real time.
+pub struct TestClock {
+    pub path: PathBuf,
+    offset: std::sync::atomic::AtomicI64,
+}
+
+impl TestClock {
+    /// A clock at offset 0, stored in `path`.
+    pub fn new(path: &Path) -> anyhow::Result<Self> {
+        let c = Self {
+            path: path.to_owned(),
+            offset: std::sync::atomic::AtomicI64::new(0),
+        };
+        c.write(0)?;
+        Ok(c)
+    }
+
+    fn write(&self, offset: i64) -> anyhow::Result<()> {
+        // Written whole then renamed, so the server never reads half a number.
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, offset.to_string())?;
+        std::fs::rename(&tmp, &self.path)?;
+        Ok(())
+    }
+
+    /// Moves the clock forward by `secs` seconds.
+    pub fn advance(&self, secs: i64) -> anyhow::Result<()> {
+        let new = self
+            .offset
+            .fetch_add(secs, std::sync::atomic::Ordering::SeqCst)
+            + secs;
+        self.write(new)
+    }
+
+    /// The server's job clock now (unix seconds).
+    pub fn now(&self) -> i64 {
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        real + self.offset.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl OneSource {
+    /// Like [`OneSource::start`], with a server whose job clock `clock` moves.
+    pub async fn start_with_clock(
+        server_dir: &Path,
+        agent_dir: &Path,
+        disks: &[&Path],
+        clock: &TestClock,
+    ) -> anyhow::Result<Self> {
+        let server = ServerProc::start_with_clock(server_dir, &[], clock).await?;
+        let client = server.client()?;
+        let (_, code) = server.activation_code(1).await?;
+        let agent = AgentProc::activate(&server, agent_dir, &code, disks).await?;
+        wait_source(&client, &agent.source_id).await?;
+        Ok(Self {
+            server,
+            client,
+            agent,
+        })
+    }
+}
+
+/// Unix seconds → `YYYY-MM-DDThh:mm:ssZ`, the API's time format.
+pub fn api_time(secs: i64) -> String {
+    ferry_server::rpc::time_str(secs)
 }

@@ -116,6 +116,13 @@ pub struct ReplicateTask {
     /// Disks already committed in this run (a resumed run skips them).
     #[serde(default)]
     pub committed_disks: Vec<u32>,
+    /// SMC's `checksum` replication parameter: after a disk's chunks are uploaded and before its index is
+    /// committed, the agent reads the whole disk a second time and compares every chunk's digest with the
+    /// first read. A difference means the source changed while it was read (a live, unquiesced disk), so
+    /// the snapshot would not be one point in time: the run fails (`Disk.Unstable`) instead. Absent (older
+    /// servers) = `false`.
+    #[serde(default)]
+    pub checksum: bool,
     /// The figures recorded before this run was interrupted, if it is resumed: bytes sent and uploaded
     /// carry on from them.
     #[serde(default)]

@@ -7,7 +7,8 @@
 //! signs its own certificate.
 //!
 //! Invariants:
-//! * The access key secret is only used to compute signatures; it is never logged or shown in errors.
+//! * The access key secret is only used to compute signatures, and an STS security token is only sent
+//!   as the signed `SecurityToken` parameter; neither is ever logged or shown in errors.
 //! * No retries: a failed call is reported once, and the script or the operator decides what to do.
 
 use std::time::Duration;
@@ -19,6 +20,10 @@ use serde_json::Value;
 pub const SMC_VERSION: &str = "2019-06-01";
 /// ECS's API version.
 pub const ECS_VERSION: &str = "2014-05-26";
+/// RAM's API version.
+pub const RAM_VERSION: &str = "2015-05-01";
+/// STS's API version.
+pub const STS_VERSION: &str = "2015-04-01";
 
 /// Connecting must not hang a script for long; a call may take longer (large listings).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +43,9 @@ pub enum ClientError {
         message: String,
         /// The request ID to quote in a bug report or to find in the server log.
         request_id: String,
+        /// For a RAM denial (403), the action that was denied (`AccessDeniedDetail.AuthAction`, e.g.
+        /// `smc:CreateReplicationJob`), when the server says.
+        auth_action: Option<String>,
     },
     /// No answer: connection refused, TLS failure, timeout.
     #[error(
@@ -91,6 +99,8 @@ pub struct Client {
     endpoint: String,
     access_key_id: String,
     access_key_secret: String,
+    /// The STS token that goes with a temporary access key (`STS.…`), sent as `SecurityToken`.
+    security_token: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -98,6 +108,10 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("endpoint", &self.endpoint)
             .field("access_key_id", &self.access_key_id)
+            .field(
+                "security_token",
+                &self.security_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -134,7 +148,16 @@ impl Client {
             endpoint,
             access_key_id: access_key_id.to_owned(),
             access_key_secret: access_key_secret.to_owned(),
+            security_token: None,
         })
+    }
+
+    /// This client, signing with the STS security token that goes with its temporary access key
+    /// (`None`: a permanent key). The token travels as the `SecurityToken` query parameter, which the
+    /// v1 signature covers, exactly as the v1 SDKs send it.
+    pub fn with_security_token(mut self, token: Option<String>) -> Client {
+        self.security_token = token.filter(|t| !t.is_empty());
+        self
     }
 
     /// The endpoint this client calls, without a trailing `/`.
@@ -163,7 +186,7 @@ impl Client {
         let credentials = Credentials {
             access_key_id: &self.access_key_id,
             access_key_secret: &self.access_key_secret,
-            security_token: None,
+            security_token: self.security_token.as_deref(),
         };
         let query = sign_v1_query("POST", &all, &credentials);
         let url = format!("{}/?{query}", self.endpoint);
@@ -202,6 +225,24 @@ impl Client {
         params: &[(String, String)],
     ) -> Result<Value, ClientError> {
         self.call(ECS_VERSION, action, params).await
+    }
+
+    /// Calls a RAM (`2015-05-01`) action.
+    pub async fn ram(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+    ) -> Result<Value, ClientError> {
+        self.call(RAM_VERSION, action, params).await
+    }
+
+    /// Calls an STS (`2015-04-01`) action.
+    pub async fn sts(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+    ) -> Result<Value, ClientError> {
+        self.call(STS_VERSION, action, params).await
     }
 }
 
@@ -257,6 +298,12 @@ fn decode_response(
             code,
             message: field("Message", "message").unwrap_or_default(),
             request_id: field("RequestId", "requestId").unwrap_or_else(|| "unknown".to_owned()),
+            auth_action: value
+                .get("AccessDeniedDetail")
+                .and_then(|d| d.get("AuthAction"))
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned),
         });
     }
     if !value.is_object() {
@@ -279,6 +326,27 @@ mod tests {
             err.to_string(),
             "InvalidJobId.NotFound: no such job (request R-1)"
         );
+    }
+
+    #[test]
+    fn ram_denials_carry_the_denied_action() {
+        let body = br#"{"RequestId":"R-2","Code":"Forbidden.RAM","Message":"denied",
+            "AccessDeniedDetail":{"AuthAction":"smc:CreateReplicationJob","NoPermissionType":"ImplicitDeny"}}"#;
+        let err = decode_response("https://h:1", "CreateReplicationJob", 403, body)
+            .expect_err("a 403 envelope is an error");
+        assert!(
+            matches!(&err, ClientError::Api { auth_action: Some(a), .. } if a == "smc:CreateReplicationJob"),
+            "{err:?}"
+        );
+        let plain =
+            decode_response("e", "A", 403, br#"{"Code":"NoPermission"}"#).expect_err("an error");
+        assert!(matches!(
+            plain,
+            ClientError::Api {
+                auth_action: None,
+                ..
+            }
+        ));
     }
 
     #[test]

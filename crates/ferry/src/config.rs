@@ -12,6 +12,15 @@
 //!
 //! The region falls back to `local`. Errors list every place that was tried.
 //!
+//! An STS security token (temporary credentials from `ferry ram assume-role`) belongs to its access
+//! key: it is taken from the same place as the access key ID, never combined with a key from elsewhere
+//! (`--security-token`/`FERRY_SECURITY_TOKEN` go with a key from the command line or a profile).
+//!
+//! Profile file format, version 1: `{"version":1,"current":NAME,"profiles":[{"name","endpoint",
+//! "access_key_id","access_key_secret","ca_cert"?,"ca_fingerprint"?,"region_id","security_token"?}]}`.
+//! `security_token` was added compatibly (optional, omitted when absent): files without it read as
+//! before, and older CLIs ignore it.
+//!
 //! Invariants: the profile file is written with mode 0600 (it holds secrets) and replaced atomically;
 //! secrets are never printed.
 
@@ -48,6 +57,15 @@ pub struct ConnectionArgs {
     /// The server's CA certificate (PEM), e.g. <data-dir>/tls/ca.pem.
     #[arg(long, global = true, env = "FERRY_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// STS security token of a temporary access key (from `ferry ram assume-role`).
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_SECURITY_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub security_token: Option<String>,
     /// Profile of ~/.ferry/config.json to use (default: the file's current profile).
     #[arg(long, global = true, env = "FERRY_PROFILE", value_name = "NAME")]
     pub profile: Option<String>,
@@ -114,6 +132,9 @@ pub struct Profile {
     pub ca_fingerprint: Option<String>,
     #[serde(default)]
     pub region_id: String,
+    /// STS security token when the access key is temporary (`STS.…`); absent for permanent keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_token: Option<String>,
 }
 
 impl ProfileFile {
@@ -201,6 +222,8 @@ pub struct Resolved {
     pub endpoint: String,
     pub access_key_id: String,
     pub access_key_secret: String,
+    /// The STS token that goes with a temporary `access_key_id`.
+    pub security_token: Option<String>,
     /// The CA file and its contents (`None` only for `http://` endpoints).
     pub ca_cert: Option<PathBuf>,
     pub ca_pem: Option<String>,
@@ -229,6 +252,7 @@ impl Resolved {
             &self.access_key_secret,
             self.ca_pem.as_deref(),
         )
+        .map(|c| c.with_security_token(self.security_token.clone()))
     }
 }
 
@@ -295,6 +319,7 @@ struct Layered {
     endpoint: Option<String>,
     access_key_id: Option<String>,
     access_key_secret: Option<String>,
+    security_token: Option<String>,
     ca_cert: Option<PathBuf>,
     ca_fingerprint: Option<String>,
     region_id: Option<String>,
@@ -302,6 +327,10 @@ struct Layered {
 
 impl Layered {
     fn fill(&mut self, other: Layered) {
+        // A token is only valid with its own key: it comes along with the key ID, or not at all.
+        if self.access_key_id.is_none() && other.access_key_id.is_some() {
+            self.security_token = self.security_token.take().or(other.security_token);
+        }
         self.endpoint = self.endpoint.take().or(other.endpoint);
         self.access_key_id = self.access_key_id.take().or(other.access_key_id);
         self.access_key_secret = self.access_key_secret.take().or(other.access_key_secret);
@@ -339,6 +368,7 @@ impl Layered {
             endpoint: non_empty(&p.endpoint),
             access_key_id: non_empty(&p.access_key_id),
             access_key_secret: non_empty(&p.access_key_secret),
+            security_token: p.security_token.as_deref().and_then(non_empty),
             ca_cert: p.ca_cert.clone(),
             ca_fingerprint: p.ca_fingerprint.clone(),
             region_id: non_empty(&p.region_id),
@@ -350,6 +380,7 @@ impl Layered {
             endpoint: non_empty(&c.endpoint),
             access_key_id: non_empty(&c.access_key_id),
             access_key_secret: non_empty(&c.access_key_secret),
+            security_token: None,
             ca_cert: Some(credentials_ca_path(c, data_dir)),
             ca_fingerprint: non_empty(&c.ca_fingerprint),
             region_id: None,
@@ -373,6 +404,7 @@ pub fn resolve(args: &ConnectionArgs, home: Option<&Path>) -> Result<Resolved, C
         endpoint: args.endpoint.as_deref().and_then(non_empty),
         access_key_id: args.access_key_id.as_deref().and_then(non_empty),
         access_key_secret: args.access_key_secret.as_deref().and_then(non_empty),
+        security_token: args.security_token.as_deref().and_then(non_empty),
         ca_cert: args.ca_cert.clone(),
         ca_fingerprint: None,
         region_id: args.region.as_deref().and_then(non_empty),
@@ -463,6 +495,7 @@ pub fn resolve(args: &ConnectionArgs, home: Option<&Path>) -> Result<Resolved, C
         endpoint,
         access_key_id,
         access_key_secret,
+        security_token: have.security_token,
         ca_cert: have.ca_cert,
         ca_pem,
         ca_fingerprint,
@@ -493,6 +526,7 @@ pub fn configure(
         endpoint: args.endpoint.as_deref().and_then(non_empty),
         access_key_id: args.access_key_id.as_deref().and_then(non_empty),
         access_key_secret: args.access_key_secret.as_deref().and_then(non_empty),
+        security_token: args.security_token.as_deref().and_then(non_empty),
         ca_cert: args.ca_cert.as_deref().map(absolute),
         ca_fingerprint: None,
         region_id: args.region.as_deref().and_then(non_empty),
@@ -540,12 +574,30 @@ pub fn configure(
         ca_cert: have.ca_cert,
         ca_fingerprint,
         region_id: have.region_id.unwrap_or_else(|| DEFAULT_REGION.to_owned()),
+        security_token: have.security_token,
     };
     match file.profiles.iter_mut().find(|p| p.name == name) {
         Some(slot) => *slot = profile,
         None => file.profiles.push(profile),
     }
     file.current = name;
+    save_profiles(&path, &file)?;
+    Ok(path)
+}
+
+/// Saves `profile` in `<home>/.ferry/config.json`, replacing one of the same name, without changing
+/// the current profile (used for temporary STS credentials, which should be chosen on purpose with
+/// `--profile`). Returns the file's path.
+///
+/// Errors: [`ConfigError::NoHome`], and `Read`/`Parse`/`Write` for an unusable profile file.
+pub fn save_profile(home: Option<&Path>, profile: Profile) -> Result<PathBuf, ConfigError> {
+    let home = home.ok_or(ConfigError::NoHome)?;
+    let path = profile_path(home);
+    let mut file = load_profiles(home)?.unwrap_or_default();
+    match file.profiles.iter_mut().find(|p| p.name == profile.name) {
+        Some(slot) => *slot = profile,
+        None => file.profiles.push(profile),
+    }
     save_profiles(&path, &file)?;
     Ok(path)
 }
@@ -723,6 +775,84 @@ mod tests {
         assert_eq!(r.region_id, "r-flag");
         // The CA, absent from flags and profile, comes from the data directory.
         assert_eq!(r.ca_cert, Some(f.data.join("tls/ca.pem")));
+    }
+
+    #[test]
+    fn a_security_token_comes_only_with_its_own_key() {
+        let f = fixture();
+        write_profiles(
+            &f.home,
+            &ProfileFile {
+                version: 1,
+                current: String::new(),
+                profiles: vec![Profile {
+                    name: "sts".into(),
+                    access_key_id: "STS.temp".into(),
+                    access_key_secret: "tempsecret".into(),
+                    security_token: Some("token-1".into()),
+                    ..Default::default()
+                }],
+            },
+        );
+        let sts = ConnectionArgs {
+            profile: Some("sts".into()),
+            ..args_with_data(&f)
+        };
+        let r = resolve(&sts, Some(&f.home)).expect("resolves");
+        assert_eq!(r.access_key_id, "STS.temp");
+        assert_eq!(r.security_token.as_deref(), Some("token-1"));
+        // The endpoint and CA still come from the data directory.
+        assert_eq!(r.endpoint, "https://127.0.0.1:9443");
+
+        // Another key on the command line does not pick up the profile's token.
+        let flags = ConnectionArgs {
+            access_key_id: Some("LTAIother".into()),
+            access_key_secret: Some("othersecret".into()),
+            ..sts.clone()
+        };
+        let r = resolve(&flags, Some(&f.home)).expect("resolves");
+        assert_eq!(r.access_key_id, "LTAIother");
+        assert_eq!(r.security_token, None);
+
+        // A token on the command line goes with the key it is given with.
+        let token_flag = ConnectionArgs {
+            access_key_id: Some("STS.flag".into()),
+            access_key_secret: Some("flagsecret".into()),
+            security_token: Some("token-2".into()),
+            ..args_with_data(&f)
+        };
+        let r = resolve(&token_flag, Some(&f.home)).expect("resolves");
+        assert_eq!(r.security_token.as_deref(), Some("token-2"));
+        // The root key of the data directory never has one.
+        let r = resolve(&args_with_data(&f), Some(&f.home)).expect("resolves");
+        assert_eq!(r.security_token, None);
+    }
+
+    #[test]
+    fn profiles_without_a_token_still_read_and_tokens_round_trip() {
+        let old = r#"{"version":1,"current":"p","profiles":[{"name":"p","endpoint":"https://h:1",
+            "access_key_id":"LTAIa","access_key_secret":"s","region_id":"local"}]}"#;
+        let file: ProfileFile = serde_json::from_str(old).expect("a version 1 file without tokens");
+        assert_eq!(file.get("p").and_then(|p| p.security_token.clone()), None);
+        let json = serde_json::to_string(&file).expect("JSON");
+        assert!(!json.contains("security_token"), "{json}");
+
+        let f = fixture();
+        let prof = Profile {
+            name: "tmp".into(),
+            access_key_id: "STS.x".into(),
+            security_token: Some("tok".into()),
+            ..Default::default()
+        };
+        let path = save_profile(Some(&f.home), prof.clone()).expect("saved");
+        let back = load_profiles(&f.home).expect("read").expect("exists");
+        assert_eq!(back.get("tmp"), Some(&prof));
+        assert_eq!(back.version, 1);
+        // Saving temporary credentials does not change the current profile.
+        assert_eq!(back.current, "");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

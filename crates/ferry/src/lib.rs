@@ -1,6 +1,7 @@
 //! `ferry`: Ferry's one binary. `ferry server` runs the control plane in-process; every other
 //! subcommand is an operator client of the server's public, Alibaba-Cloud-compatible RPC API (SMC
-//! 2019-06-01, ECS 2014-05-26), signing requests exactly like the official SDKs do.
+//! 2019-06-01, ECS 2014-05-26, RAM 2015-05-01, STS 2015-04-01), signing requests exactly like the
+//! official SDKs do.
 //!
 //! Layout: [`cli`] defines the command line; [`config`] finds the endpoint and credentials (options,
 //! `~/.ferry/config.json`, the server's `root-credentials.json`); [`client`] signs and sends calls;
@@ -10,8 +11,9 @@
 //! Invariants:
 //! * The CLI uses only the public API (no back doors into the server's database or files), so anything
 //!   it does an SDK can do too.
-//! * Secrets (access key secrets) are never printed or logged; activation codes are printed once, on
-//!   creation, because the operator must copy them.
+//! * Secrets (access key secrets, STS tokens) are never logged, and printed only where the API hands
+//!   them out once (a new access key, AssumeRole's credentials, a new activation code), because the
+//!   operator must copy them.
 //! * Errors are returned up to `main`, which prints `error: …` and a hint once and exits with code 1.
 
 pub mod cli;
@@ -33,8 +35,14 @@ pub fn hint_for(err: &anyhow::Error) -> String {
         if let Some(e) = cause.downcast_ref::<ClientError>() {
             return match e {
                 ClientError::Api {
-                    code, request_id, ..
-                } => api_hint(code, request_id),
+                    code,
+                    request_id,
+                    auth_action,
+                    ..
+                } => match resource_hint(code, auth_action.as_deref()) {
+                    Some(hint) => hint,
+                    None => api_hint(code, request_id),
+                },
                 ClientError::Transport { .. } => {
                     "start the server with `ferry server`, or pass --endpoint (and --ca-cert) for a remote one"
                         .to_owned()
@@ -52,6 +60,93 @@ pub fn hint_for(err: &anyhow::Error) -> String {
         }
     }
     "run the command with --help to see its options".to_owned()
+}
+
+/// Hints for the codes of RAM, STS and the resource actions: what to run next.
+fn resource_hint(code: &str, auth_action: Option<&str>) -> Option<String> {
+    let hint = match code {
+        "Forbidden.RAM" | "NoPermission" | "Forbidden.Unauthorized" | "Forbidden.SubUser" => {
+            match auth_action {
+                Some(action) => format!(
+                    "ask an administrator to attach a policy allowing {action} to this user or role                      (`ferry ram policy attach NAME --user USER`), or use another access key"
+                ),
+                None => return None,
+            }
+        }
+        "InvalidSecurityToken.Expired" => {
+            "the temporary credentials expired: get new ones with `ferry ram assume-role --role-arn ARN              --session NAME --save-profile PROFILE`"
+                .into()
+        }
+        "InvalidSecurityToken.Malformed" | "InvalidSecurityToken.MismatchWithAccessKey" => {
+            "a temporary (STS.) access key needs its own security token: use the profile `ferry ram              assume-role --save-profile` wrote, or pass --security-token"
+                .into()
+        }
+        "InvalidAccessKeyId.Inactive" => {
+            "this access key is disabled: enable it with `ferry ram key enable ID --user USER` using              another key, or use another key"
+                .into()
+        }
+        "EntityNotExist.User" => "list the RAM users with `ferry ram user list`".into(),
+        "EntityNotExist.Role" => "list the roles with `ferry ram role list`".into(),
+        "EntityNotExist.Policy" => {
+            "list the policies with `ferry ram policy list`; a system policy needs --type System".into()
+        }
+        "EntityNotExist.User.AccessKey" | "EntityNotExist.AccessKey" => {
+            "list the keys with `ferry ram key list --user USER`".into()
+        }
+        "LimitExceeded.User.AccessKey" => {
+            "a user has at most 2 access keys: delete an unused one with `ferry ram key delete ID --user USER`"
+                .into()
+        }
+        "DeleteConflict.User.AccessKey" => {
+            "delete the user's access keys first: `ferry ram key list --user USER`".into()
+        }
+        "DeleteConflict.User.Policy" | "DeleteConflict.Role.Policy" => {
+            "detach its policies first: `ferry ram policy detach POLICY --user USER` (or --role ROLE)".into()
+        }
+        "MalformedPolicyDocument" | "MalformedPolicyDocument.Action" => {
+            "fix the document: {\"Version\":\"1\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\
+             [\"smc:Describe*\"],\"Resource\":\"*\"}]}"
+                .into()
+        }
+        "ReplicationJob.InvalidStatus" | "ReplicationJob.InvalidBusinessStatus" => {
+            "`ferry job show ID` shows the job's status; the message says which statuses the action needs"
+                .into()
+        }
+        "SourceServerState.Invalid" => {
+            "`ferry source show ID` shows the source's state; its agent must be online and reporting".into()
+        }
+        "SourceServer.WithRunningReplicationJob" | "ReplicationJob.Related" => {
+            "stop or delete the source's replication job first (`ferry job list`), or pass --force".into()
+        }
+        "ImageUsingByInstance" => {
+            "delete the instances using the image first (`ferry instance list`), or pass --force".into()
+        }
+        "SnapshotCreatedImage" | "SnapshotCreatedDisk" => {
+            "delete the images built from the snapshot first (`ferry image list`), or pass --force".into()
+        }
+        "IncorrectInstanceStatus" => {
+            "`ferry instance show ID` shows its status: start needs Stopped, stop needs Running, delete              needs Stopped or --force"
+                .into()
+        }
+        "InvalidImageId.NotFound" => "list the images with `ferry image list`".into(),
+        "InvalidInstanceId.NotFound" => "list the instances with `ferry instance list`".into(),
+        "InvalidSnapshotId.NotFound" => "list the snapshots with `ferry snapshot list`".into(),
+        "InvalidImageName.Duplicated" => {
+            "an image has that name already: choose another --name".into()
+        }
+        "InvalidInstanceType.ValueNotSupported" => {
+            "leave --type out for the server's default, or use a type the server lists in its              documentation (docs/instances.md)"
+                .into()
+        }
+        "InvalidAction.NotFound" | "InvalidApi.NotFound" => {
+            "this server does not have that action: it may be older than this CLI".into()
+        }
+        c if c.starts_with("EntityAlreadyExists") => {
+            "that name is taken: choose another, or use the existing one".into()
+        }
+        _ => return None,
+    };
+    Some(hint)
 }
 
 fn api_hint(code: &str, request_id: &str) -> String {

@@ -50,8 +50,41 @@ pub fn status(c: &ActivationCodeRecord, at: i64) -> &'static str {
     }
 }
 
-/// Registers a new source server with an activation code. Nothing is registered unless the code is valid.
+/// Registers a new source server with an activation code (nothing is registered unless the code is
+/// valid) and records the attempt, granted or refused, in the audit trail.
 pub async fn activate(st: &AppState, req: &ActivateRequest) -> Result<AgentCredentials, ApiError> {
+    activate_from(st, req, None).await
+}
+
+/// [`activate`], with the agent's address for the audit event (`None` when the caller does not know it).
+///
+/// Errors: the refusal, or `InternalError` when the audit event cannot be recorded; in that case a
+/// granted registration stays registered but the agent gets no credentials and must activate again.
+pub async fn activate_from(
+    st: &AppState,
+    req: &ActivateRequest,
+    peer: Option<std::net::IpAddr>,
+) -> Result<AgentCredentials, ApiError> {
+    let mut token_id = None;
+    let out = register(st, req, &mut token_id).await;
+    let event = crate::audit::AuditEvent::agent_registration(
+        req,
+        out.as_ref(),
+        token_id.as_deref(),
+        peer,
+        &st.account_id,
+        &st.cfg.region_id,
+    );
+    crate::audit::record(st, event).await?;
+    out
+}
+
+/// Registers the source; sets `token_id` as soon as the activation code is recognised.
+async fn register(
+    st: &AppState,
+    req: &ActivateRequest,
+    token_id: &mut Option<String>,
+) -> Result<AgentCredentials, ApiError> {
     let at = now();
     let code = st
         .db
@@ -67,6 +100,7 @@ pub async fn activate(st: &AppState, req: &ActivateRequest) -> Result<AgentCrede
                  console (codes are shown once), or create a new one",
             )
         })?;
+    *token_id = Some(code.id.clone());
     let why_unusable = if code.disabled != 0 {
         Some("was disabled by an operator")
     } else if code.expires_at() <= at {

@@ -1,21 +1,170 @@
-//! Replication jobs and their runs: SMC's job state machine (`../shared/ref/smc-api.md` §2.6) and the
-//! agent-facing steps of a run.
+//! Replication jobs and their runs: SMC's job state machine (`../shared/ref/smc-api.md` §2.6,
+//! `docs/replication-jobs.md`) and the agent-facing steps of a run.
 //!
 //! A job's `Status`/`BusinessStatus` follow SMC. Each start (or scheduled cycle) creates a *run*, Ferry's
 //! record of one full or incremental sync: `Syncing` (the agent uploads) → `Processing` (the image
 //! builder works) → `Succeeded`; or `Stopped`/`Failed`, from which a later start resumes the same run.
+//!
+//! Invariants: every status change is a guarded transition in the data layer (two callers cannot both take
+//! it); `BusinessStatus` is set only while `Running`; a source's `job_id` names its one open job (Ready,
+//! Running, Stopped, Waiting, InError, Expired) and is cleared, with `InUse` → `Available`, when that job
+//! finishes, starts deleting or is purged. Job times (creation, schedules, expiry) come from
+//! [`JobClock`], never from the system clock directly, so that tests can move it.
+
+use std::path::PathBuf;
 
 use ferry_api::ApiError;
-use ferry_db::{JobRecord, RunRecord, SnapshotRecord, SourceRecord, now};
+use ferry_db::{JobRecord, JobSettingsRecord, RunRecord, SnapshotRecord, SourceRecord, now};
 use ferry_types::ids::{JobId, RunId, SnapshotId};
 use ferry_types::inventory::Inventory;
 use ferry_types::protocol::{ReplicateTask, RunFinish, RunProgress};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::OrInternal;
 use crate::AppState;
 
-/// What `CreateReplicationJob` asks for, validated.
+/// Seconds in a day and an hour, for the job clock's arithmetic.
+pub const DAY: i64 = 86_400;
+pub const HOUR: i64 = 3_600;
+/// How long an `Expired` job is kept before it is purged (SMC: 7 days).
+pub const EXPIRED_KEEP_SECS: i64 = 7 * DAY;
+/// Default validity of a job: 30 days from creation (SMC's default).
+pub const DEFAULT_VALID_SECS: i64 = 30 * DAY;
+
+/// The clock of job scheduling: creation times, `ScheduledStartTime`, the `Frequency` timer, `ValidTime`
+/// and the purge of expired jobs all read it. It is the system clock, unless the server was started with
+/// the environment variable `FERRY_TEST_CLOCK_FILE` naming a file that holds a whole number of seconds:
+/// then that offset is added (the file is read at every use, so a test moves time forward by rewriting
+/// it). Test-only: it does not touch signatures, heartbeats or the agent protocol, which keep real time.
+#[derive(Debug, Clone, Default)]
+pub struct JobClock {
+    offset_file: Option<PathBuf>,
+}
+
+impl JobClock {
+    pub const ENV: &'static str = "FERRY_TEST_CLOCK_FILE";
+
+    /// The clock the environment asks for (the system clock unless `FERRY_TEST_CLOCK_FILE` is set).
+    pub fn from_env() -> Self {
+        let offset_file = std::env::var_os(Self::ENV).map(PathBuf::from);
+        if let Some(f) = &offset_file {
+            tracing::warn!(file = %f.display(), "job clock offset read from a test file: not for production");
+        }
+        Self { offset_file }
+    }
+
+    /// Now, in unix seconds, on the job clock.
+    pub fn now(&self) -> i64 {
+        now() + self.offset()
+    }
+
+    fn offset(&self) -> i64 {
+        let Some(f) = &self.offset_file else {
+            return 0;
+        };
+        // A missing or half-written file means no offset: the test that writes it retries its wait.
+        std::fs::read_to_string(f)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// `TargetType` (case-insensitive on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetType {
+    Image,
+    ContainerImage,
+    TargetInstance,
+}
+
+impl TargetType {
+    pub fn parse(v: &str) -> Result<Self, ApiError> {
+        [Self::Image, Self::ContainerImage, Self::TargetInstance]
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(v))
+            .ok_or_else(|| {
+                ApiError::invalid_parameter(
+                    "TargetType",
+                    format!(
+                        "{v:?} is not a target type; use Image, ContainerImage or TargetInstance"
+                    ),
+                )
+            })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Image => "Image",
+            Self::ContainerImage => "ContainerImage",
+            Self::TargetInstance => "TargetInstance",
+        }
+    }
+}
+
+/// A destination partition (`SystemDiskPart.N`, `DataDisk.N.Part.M`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskPart {
+    pub device: String,
+    pub size_bytes: i64,
+    pub block: bool,
+}
+
+/// A data disk to migrate (`DataDisk.N`): its index on the source and its destination size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataDisk {
+    pub index: i64,
+    #[serde(default)]
+    pub size: Option<i64>,
+    #[serde(default)]
+    pub parts: Vec<DiskPart>,
+}
+
+/// A job's target and layout as given (table `job_settings`, column `settings`). Format version 1: JSON
+/// with a `version` field; unknown fields are ignored and absent ones take their defaults, so adding an
+/// optional field keeps version 1 (`docs/replication-jobs.md`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobSettings {
+    pub version: u32,
+    /// 0 Internet, 2 VPC.
+    pub net_mode: i64,
+    pub vswitch_id: Option<String>,
+    pub vpc_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub instance_ram_role: Option<String>,
+    pub license_type: Option<String>,
+    pub launch_template_id: Option<String>,
+    pub launch_template_version: Option<String>,
+    pub system_disk_size: Option<i64>,
+    pub system_disk_parts: Vec<DiskPart>,
+    /// Data disks to migrate; empty = every disk the agent reported (Ferry's default).
+    pub data_disks: Vec<DataDisk>,
+    pub container_namespace: Option<String>,
+    pub container_repository: Option<String>,
+    pub container_tag: Option<String>,
+    /// CreateCrossZoneMigrationJob's target.
+    pub target_zone_id: Option<String>,
+    pub target_instance_type: Option<String>,
+}
+
+/// Format version of [`JobSettings`].
+pub const JOB_SETTINGS_VERSION: u32 = 1;
+
+impl JobSettings {
+    pub fn decode(text: &str) -> Self {
+        serde_json::from_str(text).unwrap_or_default()
+    }
+
+    pub fn encode(&self) -> Result<String, ApiError> {
+        let mut s = self.clone();
+        s.version = JOB_SETTINGS_VERSION;
+        serde_json::to_string(&s).or_internal()
+    }
+}
+
+/// What `CreateReplicationJob` asks for, parsed at the edge; [`create`] checks it against the source and
+/// the server.
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub source_id: String,
@@ -23,12 +172,78 @@ pub struct NewJob {
     pub name: Option<String>,
     pub description: String,
     pub image_name: Option<String>,
+    pub job_type: i64,
+    pub target_type: TargetType,
+    pub instance_id: Option<String>,
     pub run_once: bool,
     pub frequency: Option<i64>,
     pub max_images: Option<i64>,
     pub replication_parameters: String,
     pub scheduled_start_time: Option<i64>,
     pub valid_time: Option<i64>,
+    pub client_token: Option<String>,
+    pub settings: JobSettings,
+}
+
+/// What `ModifyReplicationJobAttribute` asks to change (`None` = keep).
+#[derive(Debug, Clone, Default)]
+pub struct JobChanges {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub target_type: Option<TargetType>,
+    pub image_name: Option<String>,
+    pub instance_id: Option<String>,
+    pub frequency: Option<i64>,
+    pub max_images: Option<i64>,
+    pub replication_parameters: Option<String>,
+    pub scheduled_start_time: Option<i64>,
+    pub valid_time: Option<i64>,
+    pub system_disk_size: Option<i64>,
+    pub system_disk_parts: Option<Vec<DiskPart>>,
+    pub data_disks: Option<Vec<DataDisk>>,
+    pub net_mode: Option<i64>,
+    pub vpc_id: Option<String>,
+    pub vswitch_id: Option<String>,
+    pub instance_type: Option<String>,
+    pub instance_ram_role: Option<String>,
+    pub launch_template_id: Option<String>,
+    pub launch_template_version: Option<String>,
+    pub container_namespace: Option<String>,
+    pub container_repository: Option<String>,
+    pub container_tag: Option<String>,
+}
+
+impl JobChanges {
+    /// Changes allowed only before the job has first run (SMC: "everything else").
+    fn touches_layout(&self) -> bool {
+        self.target_type.is_some()
+            || self.image_name.is_some()
+            || self.instance_id.is_some()
+            || self.replication_parameters.is_some()
+            || self.scheduled_start_time.is_some()
+            || self.system_disk_size.is_some()
+            || self.system_disk_parts.is_some()
+            || self.data_disks.is_some()
+            || self.net_mode.is_some()
+            || self.vpc_id.is_some()
+            || self.vswitch_id.is_some()
+            || self.instance_type.is_some()
+            || self.instance_ram_role.is_some()
+            || self.launch_template_id.is_some()
+            || self.launch_template_version.is_some()
+            || self.container_namespace.is_some()
+            || self.container_repository.is_some()
+            || self.container_tag.is_some()
+    }
+}
+
+/// What `CreateCrossZoneMigrationJob` asks for, parsed at the edge.
+#[derive(Debug, Clone)]
+pub struct NewCrossZoneJob {
+    pub region_id: String,
+    pub instance_id: String,
+    pub target_zone_id: String,
+    pub target_instance_type: Option<String>,
     pub client_token: Option<String>,
 }
 
@@ -44,7 +259,8 @@ pub struct ReplicationParameters {
     /// zstd level, 0 = off; absent = chosen by the agent.
     #[serde(default)]
     pub compress_level: Option<i32>,
-    /// Ferry always verifies every chunk; accepted for compatibility.
+    /// Re-read every disk after its upload and fail the run if any chunk changed in between
+    /// (`ReplicateTask::checksum`). Every uploaded chunk is verified by the server whatever this says.
     #[serde(default)]
     pub checksum: Option<bool>,
 }
@@ -89,7 +305,8 @@ impl ReplicationParameters {
     }
 }
 
-fn invalid_status(status: &str, allowed: &str) -> ApiError {
+/// `ReplicationJob.InvalidStatus` with SMC's message template.
+pub fn invalid_status(status: &str, allowed: &str) -> ApiError {
     ApiError::new(
         "ReplicationJob.InvalidStatus",
         400,
@@ -100,7 +317,8 @@ fn invalid_status(status: &str, allowed: &str) -> ApiError {
     )
 }
 
-fn source_state_invalid(state: &str, allowed: &str, hint: &str) -> ApiError {
+/// `SourceServerState.Invalid` with SMC's message template and what to do.
+pub fn source_state_invalid(state: &str, allowed: &str, hint: &str) -> ApiError {
     ApiError::new(
         "SourceServerState.Invalid",
         400,
@@ -140,21 +358,174 @@ pub fn source_online(st: &AppState, s: &SourceRecord, at: i64) -> bool {
     at - s.heartbeat_at <= 3 * i64::from(st.cfg.heartbeat_interval_secs)
 }
 
-pub async fn create(st: &AppState, new: NewJob) -> Result<JobId, ApiError> {
-    if let Some(token) = &new.client_token
-        && let Some(existing) = st.db.job_by_client_token(token).await.or_internal()?
+fn region_not_found(st: &AppState, region_id: &str) -> ApiError {
+    ApiError::new(
+        "InvalidRegionId.NotFound",
+        404,
+        format!(
+            "region {region_id:?} is not served here: this server's region is {:?}",
+            st.cfg.region_id
+        ),
+    )
+}
+
+fn unsupported(message: String) -> ApiError {
+    ApiError::new("UnsupportedOperation", 400, message)
+}
+
+fn name_duplicate(name: &str) -> ApiError {
+    ApiError::new(
+        "ReplicationJobName.Duplicate",
+        400,
+        format!("a replication job named {name:?} already exists: choose another name"),
+    )
+}
+
+/// The job a client token already created, if any (ClientToken idempotency).
+async fn job_for_token(st: &AppState, token: Option<&str>) -> Result<Option<JobId>, ApiError> {
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    match st.db.job_by_client_token(token).await.or_internal()? {
+        Some(j) => Ok(Some(j.id.parse().or_internal()?)),
+        None => Ok(None),
+    }
+}
+
+/// Checks `JobType` and `TargetType` (+ `InstanceId`), which Create and Modify share.
+fn check_target(
+    job_type: i64,
+    target: TargetType,
+    instance_id: Option<&str>,
+) -> Result<(), ApiError> {
+    match job_type {
+        0 => {}
+        1 => {
+            return Err(unsupported(
+                "JobType 1 (OS migration) is not supported by Ferry: use JobType 0 (server migration)".into(),
+            ));
+        }
+        2 => {
+            return Err(ApiError::invalid_parameter(
+                "JobType",
+                "2 (cross-zone migration) is created with CreateCrossZoneMigrationJob, not CreateReplicationJob",
+            ));
+        }
+        3 => {
+            return Err(unsupported(
+                "JobType 3 (agentless VMware migration) is not supported by Ferry: install ferry-agent on the \
+                 source and use JobType 0"
+                    .into(),
+            ));
+        }
+        other => {
+            return Err(ApiError::invalid_parameter(
+                "JobType",
+                format!("{other} is not a job type; use 0 (server migration)"),
+            ));
+        }
+    }
+    match target {
+        TargetType::Image => Ok(()),
+        TargetType::ContainerImage => Err(unsupported(
+            "TargetType ContainerImage is not supported by Ferry yet (it needs an OCI image builder): use \
+             TargetType Image and export the image instead"
+                .into(),
+        )),
+        TargetType::TargetInstance => match instance_id {
+            Some(_) => Ok(()),
+            None => Err(ApiError::missing_parameter("InstanceId")),
+        },
+    }
+}
+
+fn instance_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        "InvalidInstanceId.NotFound",
+        404,
+        format!("instance {id} does not exist: list instances with DescribeInstances"),
+    )
+}
+
+/// The instance a TargetInstance or cross-zone job names must exist.
+async fn check_instance(st: &AppState, instance_id: Option<&str>) -> Result<(), ApiError> {
+    if let Some(id) = instance_id
+        && st.db.instance_get(id).await.or_internal()?.is_none()
     {
-        return existing.id.parse().or_internal();
+        return Err(instance_not_found(id));
+    }
+    Ok(())
+}
+
+/// Checks the data disks against the source's inventory: indexes must exist there and not repeat.
+fn check_data_disks(source: &SourceRecord, disks: &[DataDisk]) -> Result<(), ApiError> {
+    let inv: Option<Inventory> = serde_json::from_str(&source.inventory).ok();
+    let present: Vec<i64> = inv
+        .map(|i| i.disks.iter().map(|d| i64::from(d.index)).collect())
+        .unwrap_or_default();
+    let mut seen = Vec::new();
+    for d in disks {
+        if seen.contains(&d.index) {
+            return Err(ApiError::new(
+                "DataDisk.DuplicateIndex",
+                400,
+                format!(
+                    "data disk index {} is given twice: list each data disk once",
+                    d.index
+                ),
+            ));
+        }
+        seen.push(d.index);
+        if d.index == 0 || !present.contains(&d.index) {
+            return Err(ApiError::new(
+                "ReplicationJobDataDiskIndex.Invalid",
+                400,
+                format!(
+                    "source server {} has no data disk with index {}: its data disks are {:?} (see \
+                     DescribeSourceServers DataDisks)",
+                    source.id,
+                    d.index,
+                    present.iter().filter(|i| **i != 0).collect::<Vec<_>>()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `ScheduledStartTime`: in the future and within 30 days of `at`.
+fn check_scheduled(t: i64, at: i64) -> Result<(), ApiError> {
+    if t <= at || t > at + 30 * DAY {
+        return Err(ApiError::invalid_parameter(
+            "ScheduledStartTime",
+            "must be in the future and at most 30 days from now (UTC, e.g. 2024-01-01T00:00:00Z)",
+        ));
+    }
+    Ok(())
+}
+
+/// `ValidTime`: 7 to 90 days after the job's creation.
+fn check_valid_time(t: i64, created: i64) -> Result<(), ApiError> {
+    if t < created + 7 * DAY || t > created + 90 * DAY {
+        return Err(ApiError::invalid_parameter(
+            "ValidTime",
+            "must be 7 to 90 days after the job's creation time",
+        ));
+    }
+    Ok(())
+}
+
+/// CreateReplicationJob. A repeated call with the same `ClientToken` answers the job the first created.
+pub async fn create(st: &AppState, new: NewJob) -> Result<JobId, ApiError> {
+    if let Some(id) = job_for_token(st, new.client_token.as_deref()).await? {
+        return Ok(id);
     }
     if new.region_id != st.cfg.region_id {
-        return Err(ApiError::new(
-            "InvalidRegionId.NotFound",
-            404,
-            format!(
-                "region {:?} is not served here: this server's region is {:?}",
-                new.region_id, st.cfg.region_id
-            ),
-        ));
+        return Err(region_not_found(st, &new.region_id));
+    }
+    check_target(new.job_type, new.target_type, new.instance_id.as_deref())?;
+    if new.target_type == TargetType::TargetInstance {
+        check_instance(st, new.instance_id.as_deref()).await?;
     }
     let source = st
         .db
@@ -162,24 +533,28 @@ pub async fn create(st: &AppState, new: NewJob) -> Result<JobId, ApiError> {
         .await
         .or_internal()?
         .ok_or_else(|| source_not_found(&new.source_id))?;
+    check_data_disks(&source, &new.settings.data_disks)?;
     ReplicationParameters::parse(&new.replication_parameters)?;
+    let created = st.clock.now();
+    if let Some(t) = new.scheduled_start_time {
+        check_scheduled(t, created)?;
+    }
+    if let Some(t) = new.valid_time {
+        check_valid_time(t, created)?;
+    }
     let id = JobId::generate();
     let name = match new.name {
         Some(n) => n,
         None => format!("{}-{}", source.name, &id.as_str()[4..10]),
     };
     if st.db.job_name_taken(&name).await.or_internal()? {
-        return Err(ApiError::new(
-            "ReplicationJobName.Duplicate",
-            400,
-            format!("a replication job named {name:?} already exists: choose another name"),
-        ));
+        return Err(name_duplicate(&name));
     }
     let mut image_name = new.image_name.unwrap_or_else(|| format!("{name}-image"));
     if st.db.image_name_taken(&image_name).await.or_internal()? {
+        // SMC's rule: a clashing image name gets the job ID appended.
         image_name = format!("{image_name}_{id}");
     }
-    let created = now();
     let rec = JobRecord {
         id: id.to_string(),
         name,
@@ -190,8 +565,8 @@ pub async fn create(st: &AppState, new: NewJob) -> Result<JobId, ApiError> {
         business_status: None,
         error_code: None,
         status_info: None,
-        job_type: 0,
-        target_type: "Image".to_owned(),
+        job_type: new.job_type,
+        target_type: new.target_type.as_str().to_owned(),
         image_name,
         image_id: None,
         run_once: i64::from(new.run_once),
@@ -203,17 +578,57 @@ pub async fn create(st: &AppState, new: NewJob) -> Result<JobId, ApiError> {
         start_time: None,
         end_time: None,
         scheduled_start_time: new.scheduled_start_time,
-        valid_time: Some(new.valid_time.unwrap_or(created + 30 * 86_400)),
-        client_token: new.client_token,
+        valid_time: Some(new.valid_time.unwrap_or(created + DEFAULT_VALID_SECS)),
+        client_token: new.client_token.clone(),
     };
-    if !st.db.job_create(&rec).await.or_internal()? {
-        return Err(source_state_invalid(
-            &source.state,
-            "Available",
-            "A source can have one open replication job: finish or delete the other job first.",
-        ));
+    let settings = JobSettingsRecord {
+        job_id: rec.id.clone(),
+        instance_id: new.instance_id,
+        settings: new.settings.encode()?,
+        cutover: 0,
+        expired_at: None,
+    };
+    let created_id = insert_job(st, &rec, &settings, &source)
+        .await?
+        .unwrap_or(id);
+    st.wake.notify_waiters();
+    Ok(created_id)
+}
+
+/// Inserts a job. A concurrent create with the same client token (the unique index refuses the second
+/// insert) answers `Some` of the first one's job.
+async fn insert_job(
+    st: &AppState,
+    rec: &JobRecord,
+    settings: &JobSettingsRecord,
+    source: &SourceRecord,
+) -> Result<Option<JobId>, ApiError> {
+    match st.db.job_create_with_settings(rec, settings).await {
+        Ok(true) => Ok(None),
+        Ok(false) => {
+            if let Some(first) = job_for_token(st, rec.client_token.as_deref()).await? {
+                return Ok(Some(first));
+            }
+            let current = st
+                .db
+                .source_get(&source.id)
+                .await
+                .or_internal()?
+                .map_or_else(|| source.state.clone(), |s| s.state);
+            Err(source_state_invalid(
+                &current,
+                "Available",
+                "A source can have one open replication job (Ready, Running, Stopped, Waiting, InError or \
+                 Expired): finish or delete that job first, or wait until the agent is back online.",
+            ))
+        }
+        Err(e) => {
+            if let Some(first) = job_for_token(st, rec.client_token.as_deref()).await? {
+                return Ok(Some(first));
+            }
+            Err(super::internal(e))
+        }
     }
-    Ok(id)
 }
 
 /// StartReplicationJob: from Ready, Stopped or InError (resuming the unfinished run), or from Waiting for
@@ -235,6 +650,7 @@ pub async fn start(st: &AppState, job_id: &str, kind: &str) -> Result<(), ApiErr
         .or_internal()?
         .ok_or_else(|| source_not_found(&job.source_id))?;
     let at = now();
+    let job_at = st.clock.now();
     if !source_online(st, &source, at) {
         return Err(source_state_invalid(
             "Unavailable",
@@ -263,7 +679,19 @@ pub async fn start(st: &AppState, job_id: &str, kind: &str) -> Result<(), ApiErr
         Some(_) => {}
         None => {
             let inv: Inventory = serde_json::from_str(&source.inventory).or_internal()?;
-            let disks: Vec<u32> = inv.disks.iter().map(|d| d.index).collect();
+            let settings =
+                JobSettings::decode(&st.db.job_settings_get(job_id).await.or_internal()?.settings);
+            // The system disk and the data disks the job names; every reported disk when it names none.
+            let disks: Vec<u32> = inv
+                .disks
+                .iter()
+                .map(|d| d.index)
+                .filter(|i| {
+                    settings.data_disks.is_empty()
+                        || *i == 0
+                        || settings.data_disks.iter().any(|d| d.index == i64::from(*i))
+                })
+                .collect();
             if disks.is_empty() {
                 return Err(source_state_invalid(
                     &source.state,
@@ -279,7 +707,7 @@ pub async fn start(st: &AppState, job_id: &str, kind: &str) -> Result<(), ApiErr
                 status: "Syncing".to_owned(),
                 disks: serde_json::to_string(&disks).or_internal()?,
                 chunk_size: i64::from(ferry_chunk::DEFAULT_CHUNK_SIZE),
-                started_at: at,
+                started_at: job_at,
                 ended_at: None,
                 image_id: None,
                 progress: serde_json::to_string(&RunProgress::default()).or_internal()?,
@@ -302,10 +730,11 @@ pub async fn start(st: &AppState, job_id: &str, kind: &str) -> Result<(), ApiErr
         return Err(invalid_status("Running", "Ready, Stopped, InError"));
     }
     st.db
-        .job_set_times(job_id, Some(at), None)
+        .job_set_times(job_id, Some(job_at), None)
         .await
         .or_internal()?;
     st.db.job_set_progress(job_id, 0.0).await.or_internal()?;
+    st.tasks_changed.notify_waiters();
     Ok(())
 }
 
@@ -386,6 +815,7 @@ pub async fn task_for_source(
         chunk_size: u32::try_from(run.chunk_size).or_internal()?,
         bandwidth_limit_bps: params.bandwidth_bps(),
         compress_level: params.compress_level,
+        checksum: params.checksum.unwrap_or(false),
         committed_disks: committed,
         previous: serde_json::from_str::<RunProgress>(&run.progress)
             .ok()
@@ -554,7 +984,13 @@ pub async fn finish(
         }
         RunFinish::Failed { code, message } => {
             st.db
-                .run_transition(&run.id, "Syncing", "Failed", Some(message), Some(now()))
+                .run_transition(
+                    &run.id,
+                    "Syncing",
+                    "Failed",
+                    Some(message),
+                    Some(st.clock.now()),
+                )
                 .await
                 .or_internal()?;
             st.db
@@ -563,5 +999,332 @@ pub async fn finish(
                 .or_internal()?;
         }
     }
+    Ok(())
+}
+
+/// ModifyReplicationJobAttribute. What may change depends on the status (SMC, §2.5): `Name` and
+/// `Description` always (but not while `Deleting`); `Frequency`/`MaxNumberOfImageToKeep` before the first
+/// run or while `Waiting`; `ValidTime` in Ready, Running, Stopped, InError, Waiting; everything else only
+/// before the first run (`Ready`). A violation is `ReplicationJob.InvalidStatus`.
+pub async fn modify(st: &AppState, job_id: &str, ch: JobChanges) -> Result<(), ApiError> {
+    let mut job = get_job(st, job_id).await?;
+    let status = job.status.clone();
+    let never_ran = status == "Ready";
+    if status == "Deleting" {
+        return Err(invalid_status(
+            &status,
+            "Ready, Running, Stopped, InError, Waiting, Finished, Expired",
+        ));
+    }
+    if (ch.frequency.is_some() || ch.max_images.is_some()) && !(never_ran || status == "Waiting") {
+        return Err(invalid_status(&status, "Ready, Waiting"));
+    }
+    if ch.valid_time.is_some()
+        && !matches!(
+            status.as_str(),
+            "Ready" | "Running" | "Stopped" | "InError" | "Waiting"
+        )
+    {
+        return Err(invalid_status(
+            &status,
+            "Ready, Running, Stopped, InError, Waiting",
+        ));
+    }
+    if ch.touches_layout() && !never_ran {
+        return Err(invalid_status(&status, "Ready"));
+    }
+    if (ch.frequency.is_some() || ch.max_images.is_some()) && job.run_once != 0 {
+        return Err(ApiError::invalid_parameter(
+            if ch.frequency.is_some() {
+                "Frequency"
+            } else {
+                "MaxNumberOfImageToKeep"
+            },
+            "applies only to incremental jobs (RunOnce=false); RunOnce is fixed at creation",
+        ));
+    }
+    let mut srec = st.db.job_settings_get(job_id).await.or_internal()?;
+    let mut settings = JobSettings::decode(&srec.settings);
+    if let Some(n) = ch.name
+        && n != job.name
+    {
+        if st.db.job_name_taken(&n).await.or_internal()? {
+            return Err(name_duplicate(&n));
+        }
+        job.name = n;
+    }
+    if let Some(d) = ch.description {
+        job.description = d;
+    }
+    if let Some(t) = ch.valid_time {
+        check_valid_time(t, job.created_at)?;
+        job.valid_time = Some(t);
+    }
+    if let Some(f) = ch.frequency {
+        job.frequency = Some(f);
+    }
+    if let Some(m) = ch.max_images {
+        job.max_images = Some(m);
+    }
+    if let Some(t) = ch.scheduled_start_time {
+        check_scheduled(t, st.clock.now())?;
+        job.scheduled_start_time = Some(t);
+    }
+    if let Some(p) = ch.replication_parameters {
+        ReplicationParameters::parse(&p)?;
+        job.replication_parameters = p;
+    }
+    if let Some(i) = ch.instance_id {
+        srec.instance_id = Some(i);
+    }
+    if let Some(t) = ch.target_type {
+        job.target_type = t.as_str().to_owned();
+    }
+    let target = TargetType::parse(&job.target_type)?;
+    check_target(job.job_type, target, srec.instance_id.as_deref())?;
+    if target == TargetType::TargetInstance {
+        check_instance(st, srec.instance_id.as_deref()).await?;
+    }
+    if let Some(n) = ch.image_name
+        && n != job.image_name
+    {
+        job.image_name = if st.db.image_name_taken(&n).await.or_internal()? {
+            format!("{n}-{}", job.id)
+        } else {
+            n
+        };
+    }
+    if let Some(disks) = ch.data_disks {
+        let source = st
+            .db
+            .source_get(&job.source_id)
+            .await
+            .or_internal()?
+            .ok_or_else(|| source_not_found(&job.source_id))?;
+        check_data_disks(&source, &disks)?;
+        settings.data_disks = disks;
+    }
+    let set = |slot: &mut Option<String>, v: Option<String>| {
+        if v.is_some() {
+            *slot = v;
+        }
+    };
+    set(&mut settings.vpc_id, ch.vpc_id);
+    set(&mut settings.vswitch_id, ch.vswitch_id);
+    set(&mut settings.instance_type, ch.instance_type);
+    set(&mut settings.instance_ram_role, ch.instance_ram_role);
+    set(&mut settings.launch_template_id, ch.launch_template_id);
+    set(
+        &mut settings.launch_template_version,
+        ch.launch_template_version,
+    );
+    set(&mut settings.container_namespace, ch.container_namespace);
+    set(&mut settings.container_repository, ch.container_repository);
+    set(&mut settings.container_tag, ch.container_tag);
+    if let Some(n) = ch.net_mode {
+        settings.net_mode = n;
+    }
+    if settings.net_mode == 2 && settings.vswitch_id.is_none() {
+        return Err(ApiError::missing_parameter("VSwitchId"));
+    }
+    if let Some(s) = ch.system_disk_size {
+        settings.system_disk_size = Some(s);
+    }
+    if let Some(p) = ch.system_disk_parts {
+        settings.system_disk_parts = p;
+    }
+    srec.settings = settings.encode()?;
+    if !st.db.job_update_attributes(&job).await.or_internal()? {
+        let now_status = get_job(st, job_id).await?.status;
+        return Err(invalid_status(&now_status, &status));
+    }
+    st.db.job_settings_put(&srec).await.or_internal()?;
+    st.wake.notify_waiters();
+    Ok(())
+}
+
+/// DeleteReplicationJob: any status but `Running` (and `Deleting`). The job becomes `Deleting` at once and
+/// its source is released; the scheduler then purges it (runs, snapshot records and indexes). Images it
+/// delivered are the user's and stay.
+pub async fn delete(st: &AppState, job_id: &str) -> Result<(), ApiError> {
+    let job = get_job(st, job_id).await?;
+    if st
+        .db
+        .job_delete_begin(job_id)
+        .await
+        .or_internal()?
+        .is_none()
+    {
+        let now_status = get_job(st, job_id).await.map_or(job.status, |j| j.status);
+        return Err(invalid_status(
+            &now_status,
+            "Ready, Stopped, InError, Waiting, Finished, Expired",
+        ));
+    }
+    st.tasks_changed.notify_waiters();
+    st.wake.notify_waiters();
+    Ok(())
+}
+
+/// CutOverReplicationJob: only an incremental job that is `Waiting`. With `sync_data` one last run copies
+/// the latest changes and its image ends the job (`Finished`); without, the job ends now with the image
+/// it has.
+pub async fn cut_over(st: &AppState, job_id: &str, sync_data: bool) -> Result<(), ApiError> {
+    let job = get_job(st, job_id).await?;
+    if job.status != "Waiting" || job.run_once != 0 {
+        return Err(invalid_status(
+            &job.status,
+            "Waiting (incremental jobs, RunOnce=false)",
+        ));
+    }
+    if !sync_data {
+        if !st
+            .db
+            .job_finish_waiting(job_id, st.clock.now())
+            .await
+            .or_internal()?
+        {
+            return Err(invalid_status(
+                &get_job(st, job_id).await?.status,
+                "Waiting",
+            ));
+        }
+        st.wake.notify_waiters();
+        return Ok(());
+    }
+    let mut settings = st.db.job_settings_get(job_id).await.or_internal()?;
+    settings.cutover = 1;
+    st.db.job_settings_put(&settings).await.or_internal()?;
+    if let Err(e) = start(st, job_id, "Manual").await {
+        // The final run did not start (for example the agent is offline): the job stays an ordinary
+        // Waiting incremental job, and the cut-over can be asked again.
+        settings.cutover = 0;
+        st.db.job_settings_put(&settings).await.or_internal()?;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// CreateCrossZoneMigrationJob: validated here (the instance must exist: `InvalidInstanceId.NotFound`).
+/// A Ferry region has a single zone, so there is nowhere to move an instance to: an existing instance is
+/// answered `UnsupportedOperation`.
+pub async fn create_cross_zone(st: &AppState, new: NewCrossZoneJob) -> Result<JobId, ApiError> {
+    if let Some(id) = job_for_token(st, new.client_token.as_deref()).await? {
+        return Ok(id);
+    }
+    if new.region_id != st.cfg.region_id {
+        return Err(region_not_found(st, &new.region_id));
+    }
+    check_instance(st, Some(&new.instance_id)).await?;
+    Err(unsupported(format!(
+        "cross-zone migration of instance {} to zone {} is not supported: a Ferry region has a single \
+         zone. To move the server elsewhere, create an image from it and launch a new instance",
+        new.instance_id, new.target_zone_id
+    )))
+}
+
+/// ModifySourceServerAttribute.
+pub async fn modify_source(
+    st: &AppState,
+    source_id: &str,
+    name: Option<&str>,
+    description: Option<&str>,
+) -> Result<(), ApiError> {
+    let source = st
+        .db
+        .source_get(source_id)
+        .await
+        .or_internal()?
+        .ok_or_else(|| source_not_found(source_id))?;
+    if source.state == "Deleting" {
+        return Err(source_state_invalid(
+            &source.state,
+            "Available, InUse, Unavailable",
+            "The source server is being deleted.",
+        ));
+    }
+    if let Some(n) = name
+        && st.db.source_name_taken(n, source_id).await.or_internal()?
+    {
+        return Err(ApiError::new(
+            "SourceServerName.Duplicate",
+            400,
+            format!("a source server named {n:?} already exists: choose another name"),
+        ));
+    }
+    if !st
+        .db
+        .source_update_attributes(source_id, name, description)
+        .await
+        .or_internal()?
+    {
+        return Err(source_not_found(source_id));
+    }
+    Ok(())
+}
+
+/// DeleteSourceServer. Without `force` the source must have no open job (`SourceServer.WithRunningReplicationJob`
+/// when it runs, `ReplicationJob.Related` otherwise); with `force` its open job is deleted too, even a running
+/// one (its run is abandoned). Deleting the source revokes its agent's credentials: the agent's next call is
+/// refused with `Unauthorized` and a message saying the source may have been deleted.
+pub async fn delete_source(st: &AppState, source_id: &str, force: bool) -> Result<(), ApiError> {
+    let source = st
+        .db
+        .source_get(source_id)
+        .await
+        .or_internal()?
+        .ok_or_else(|| source_not_found(source_id))?;
+    if source.state == "Deleting" {
+        return Err(source_state_invalid(
+            &source.state,
+            "Available, InUse, Unavailable",
+            "The source server is already being deleted.",
+        ));
+    }
+    let open_job = match &source.job_id {
+        Some(j) => st.db.job_get(j).await.or_internal()?,
+        None => None,
+    };
+    if let Some(job) = &open_job {
+        if !force {
+            return Err(if job.status == "Running" {
+                ApiError::new(
+                    "SourceServer.WithRunningReplicationJob",
+                    400,
+                    format!(
+                        "source server {source_id} has a running replication job ({}): stop it first, or \
+                         delete with Force=true",
+                        job.id
+                    ),
+                )
+            } else {
+                ApiError::new(
+                    "ReplicationJob.Related",
+                    400,
+                    format!(
+                        "source server {source_id} has an open replication job ({}, {}): delete the job \
+                         first, or delete with Force=true",
+                        job.id, job.status
+                    ),
+                )
+            });
+        }
+        if !st.db.job_delete_force(&job.id).await.or_internal()? {
+            return Err(invalid_status(&job.status, "any status but Deleting"));
+        }
+    }
+    st.db
+        .source_set_state(source_id, "Deleting", None, None)
+        .await
+        .or_internal()?;
+    // Tags and workgroup membership belong to the source: they go with it.
+    st.db
+        .tags_drop_resource("sourceserver", source_id)
+        .await
+        .or_internal()?;
+    st.db.workgroup_drop_source(source_id).await.or_internal()?;
+    st.db.source_delete(source_id).await.or_internal()?;
+    st.tasks_changed.notify_waiters();
+    st.wake.notify_waiters();
     Ok(())
 }

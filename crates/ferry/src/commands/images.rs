@@ -1,5 +1,7 @@
-//! `ferry image …`: images built by replication jobs (ECS `DescribeImages`) and their export
-//! (`ExportImage`, followed through `DescribeTaskAttribute`).
+//! `ferry image …`: images built by replication jobs (ECS `DescribeImages`), their export
+//! (`ExportImage`, followed through `DescribeTaskAttribute`), images built from stored snapshots
+//! (`CreateImage` with `DiskDeviceMapping.N.SnapshotId`, the first being the system disk) and
+//! `DeleteImage`.
 
 use std::time::Duration;
 
@@ -63,7 +65,62 @@ pub(super) async fn run(s: &mut Session<'_, '_>, cmd: ImageCommand) -> anyhow::R
             prefix,
             wait,
         } => export(s, &id, format, &bucket, prefix, wait).await,
+        ImageCommand::Create {
+            snapshots,
+            name,
+            description,
+        } => {
+            let mut params = vec![s.region(), ("ImageName".to_owned(), name.clone())];
+            params.extend(snapshot_mappings(&snapshots));
+            if let Some(d) = description {
+                params.push(("Description".to_owned(), d));
+            }
+            let resp = s.client.ecs("CreateImage", &params).await?;
+            if s.json_output() {
+                return s.print_json(&resp);
+            }
+            let id = text(&resp, "ImageId");
+            s.print(&format!(
+                "Creating image {id} ({name}) from {} snapshot(s). It can be used when `ferry image show {id}` \
+                 says Available.\n",
+                snapshots.len()
+            ))
+        }
+        ImageCommand::Delete { id, force } => {
+            let resp = s
+                .client
+                .ecs(
+                    "DeleteImage",
+                    &[
+                        s.region(),
+                        ("ImageId".to_owned(), id.clone()),
+                        ("Force".to_owned(), force.to_string()),
+                    ],
+                )
+                .await?;
+            if s.json_output() {
+                return s.print_json(&resp);
+            }
+            s.print(&format!(
+                "Deleted image {id}. Its snapshots stay: `ferry snapshot list` shows them and \
+                 `ferry snapshot delete` frees them.\n"
+            ))
+        }
     }
+}
+
+/// `DiskDeviceMapping.N.SnapshotId` parameters, N from 1 (the system disk) in the order given.
+pub fn snapshot_mappings(snapshots: &[String]) -> Vec<(String, String)> {
+    snapshots
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            (
+                format!("DiskDeviceMapping.{}.SnapshotId", i + 1),
+                id.clone(),
+            )
+        })
+        .collect()
 }
 
 fn disks_size(image: &Value) -> String {

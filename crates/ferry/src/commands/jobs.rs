@@ -2,7 +2,11 @@
 //!
 //! `watch` polls `DescribeReplicationJobs` (every 500 ms with a progress bar on a terminal, every second
 //! with one line per poll otherwise) until the job is Finished or Waiting (success) or InError, Stopped,
-//! Expired or Deleting (failure, returned as an error so that the exit code is 1).
+//! Expired or Deleting (failure, returned as an error so that the exit code is 1). After a cutover it
+//! waits for Finished: a job still Waiting has not taken the cutover yet.
+//!
+//! `modify` changes only what is asked: new transfer parameters are merged into the job's current
+//! `ReplicationParameters`, so that setting a bandwidth limit keeps the compression level.
 
 use std::time::Duration;
 
@@ -10,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
 use super::Session;
-use crate::cli::{JobCommand, JobCreateArgs};
+use crate::cli::{JobCommand, JobCreateArgs, JobModifyArgs};
 use crate::client::SMC_VERSION;
 use crate::output::{Table, human_bytes, human_duration, human_rate, key_values};
 use crate::view::{JobOutcome, JobView, RunView, list};
@@ -82,7 +86,127 @@ pub(super) async fn run(s: &mut Session<'_, '_>, cmd: JobCommand) -> anyhow::Res
             s.print(&render_job(&job))
         }
         JobCommand::Watch { id } => watch(s, &id).await,
+        JobCommand::Modify(args) => modify(s, args).await,
+        JobCommand::Delete { id } => {
+            let resp = s
+                .client
+                .smc("DeleteReplicationJob", &[("JobId".to_owned(), id.clone())])
+                .await?;
+            if s.json_output() {
+                return s.print_json(&resp);
+            }
+            s.print(&format!(
+                "Deleting replication job {id}; the images it delivered stay (`ferry image list`).\n"
+            ))
+        }
+        JobCommand::Cutover {
+            id,
+            sync_data,
+            watch: follow,
+        } => {
+            let resp = s
+                .client
+                .smc(
+                    "CutOverReplicationJob",
+                    &[
+                        ("JobId".to_owned(), id.clone()),
+                        ("SyncData".to_owned(), sync_data.to_string()),
+                    ],
+                )
+                .await?;
+            let what = if sync_data {
+                "one last sync of the changes, then it finishes"
+            } else {
+                "it finishes without another sync"
+            };
+            if !follow {
+                if s.json_output() {
+                    return s.print_json(&resp);
+                }
+                return s.print(&format!(
+                    "Cutting over replication job {id}: {what}. Follow it with `ferry job watch {id}`.\n"
+                ));
+            }
+            if !s.json_output() {
+                s.print(&format!("Cutting over replication job {id}: {what}.\n"))?;
+            }
+            watch_until(s, &id, true).await
+        }
     }
+}
+
+/// Merges new transfer settings into a job's `ReplicationParameters` JSON text, keeping the other keys.
+/// A new bandwidth limit replaces both spellings (`bandwidth_limit_bps` and SMC's KB/s
+/// `bandwidth_limit`), so that the job is left with one unambiguous limit.
+pub fn merge_replication_parameters(
+    current: &str,
+    bandwidth_limit_bps: Option<u64>,
+    compress_level: Option<i32>,
+) -> String {
+    let mut p = match serde_json::from_str::<Value>(current) {
+        Ok(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(bps) = bandwidth_limit_bps {
+        p.remove("bandwidth_limit");
+        p.insert("bandwidth_limit_bps".into(), json!(bps));
+    }
+    if let Some(level) = compress_level {
+        p.insert("compress_level".into(), json!(level));
+    }
+    Value::Object(p).to_string()
+}
+
+async fn modify(s: &mut Session<'_, '_>, args: JobModifyArgs) -> anyhow::Result<()> {
+    let id = args.id.clone();
+    let mut params = vec![("JobId".to_owned(), id.clone())];
+    let mut changed = Vec::new();
+    let mut push = |key: &str, label: &str, value: Option<String>| {
+        if let Some(v) = value {
+            params.push((key.to_owned(), v));
+            changed.push(label.to_owned());
+        }
+    };
+    push("Name", "name", args.name);
+    push("Description", "description", args.description);
+    push(
+        "Frequency",
+        "frequency",
+        args.frequency.map(|f| f.to_string()),
+    );
+    push(
+        "MaxNumberOfImageToKeep",
+        "images to keep",
+        args.keep.map(|k| k.to_string()),
+    );
+    push("ValidTime", "validity", args.valid_until);
+    if args.bandwidth_limit.is_some() || args.compress_level.is_some() {
+        let (_, job) = describe(s, &id).await?;
+        let merged = merge_replication_parameters(
+            &job.replication_parameters,
+            args.bandwidth_limit,
+            args.compress_level,
+        );
+        params.push(("ReplicationParameters".to_owned(), merged));
+        changed.push("transfer parameters".to_owned());
+    }
+    if changed.is_empty() {
+        anyhow::bail!(
+            "nothing to change for job {id}: pass --name, --description, --frequency, --keep, \
+             --valid-until, --bandwidth-limit or --compress-level"
+        );
+    }
+    let resp = s
+        .client
+        .smc("ModifyReplicationJobAttribute", &params)
+        .await?;
+    if s.json_output() {
+        return s.print_json(&resp);
+    }
+    s.print(&format!(
+        "Changed the {} of replication job {id}.\n",
+        changed.join(", ")
+    ))
 }
 
 /// `CreateReplicationJob`'s `ReplicationParameters` JSON text, `None` when nothing is set.
@@ -122,13 +246,35 @@ async fn create(s: &mut Session<'_, '_>, args: JobCreateArgs) -> anyhow::Result<
     if let Some(p) = replication_parameters(args.bandwidth_limit, args.compress_level) {
         params.push(("ReplicationParameters".to_owned(), p));
     }
+    if let Some(t) = args.scheduled_start.clone() {
+        params.push(("ScheduledStartTime".to_owned(), t));
+    }
+    if let Some(t) = args.valid_until {
+        params.push(("ValidTime".to_owned(), t));
+    }
+    if args.tags.len() > 20 {
+        anyhow::bail!(
+            "{} tags given: a job takes at most 20 --tag options",
+            args.tags.len()
+        );
+    }
+    for (i, (k, v)) in args.tags.into_iter().enumerate() {
+        params.push((format!("Tag.{}.Key", i + 1), k));
+        params.push((format!("Tag.{}.Value", i + 1), v));
+    }
     let resp = s.client.smc("CreateReplicationJob", &params).await?;
     if s.json_output() {
         return s.print_json(&resp);
     }
     let id = crate::view::text(&resp, "JobId");
+    let next = match &args.scheduled_start {
+        Some(t) => {
+            format!("It starts by itself at {t}; follow it then with `ferry job watch {id}`.")
+        }
+        None => format!("Start it with `ferry job start {id} --watch`."),
+    };
     s.print(&format!(
-        "Created replication job {id} for source server {}. Start it with `ferry job start {id} --watch`.\n",
+        "Created replication job {id} for source server {}. {next}\n",
         args.source
     ))
 }
@@ -350,6 +496,11 @@ fn new_bar() -> ProgressBar {
 
 /// Follows job `id` until it ends; an error (exit 1) when it fails or is stopped.
 async fn watch(s: &mut Session<'_, '_>, id: &str) -> anyhow::Result<()> {
+    watch_until(s, id, false).await
+}
+
+/// [`watch`]; with `finished_only`, a Waiting job is still going (it has not taken a cutover yet).
+async fn watch_until(s: &mut Session<'_, '_>, id: &str, finished_only: bool) -> anyhow::Result<()> {
     let use_bar = s.io.interactive && !s.json_output();
     let bar = use_bar.then(new_bar);
     let mut ticker = tokio::time::interval(if use_bar { BAR_POLL } else { LINE_POLL });
@@ -378,7 +529,8 @@ async fn watch(s: &mut Session<'_, '_>, id: &str) -> anyhow::Result<()> {
             None if !s.json_output() => s.print(&format!("{}\n", progress_line(&job)))?,
             None => {}
         }
-        if job.outcome() != JobOutcome::Pending {
+        let waiting = finished_only && job.status == "Waiting";
+        if job.outcome() != JobOutcome::Pending && !waiting {
             break (resp, job);
         }
     };

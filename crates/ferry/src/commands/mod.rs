@@ -3,15 +3,22 @@
 //!
 //! Invariants:
 //! * Commands only use the public RPC API, as any SDK would: no database or file access on the server's
-//!   side (except `configure`, which reads the local credentials file on purpose).
+//!   side (except `configure`, which reads the local credentials file, and `audit verify`, which checks
+//!   the audit trail in the database without trusting the server; both on purpose).
 //! * Everything a command prints goes to [`Io::out`], so tests can read it; only the live progress bar
 //!   draws on the terminal directly.
 //! * Failures are returned, never printed here: `main` prints them once with a hint and exits 1.
 
 mod activation;
+pub(crate) mod audit;
 mod images;
+mod instances;
 mod jobs;
+mod ram;
+mod snapshots;
 mod sources;
+pub(crate) mod tags;
+pub(crate) mod workgroups;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,6 +64,16 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> anyhow::Result<()> {
             )?;
             Ok(())
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "ferry", io.out);
+            io.out.flush().context("writing to standard output")
+        }
+        // Offline on purpose: it reads the server's database, not the API (see commands::audit).
+        Command::Audit(audit::AuditCommand::Verify(args)) => {
+            audit::verify(&conn, args, output, io.out).await
+        }
         command => {
             let resolved = config::resolve(&conn, io.home.as_deref())?;
             let client = resolved.client()?;
@@ -71,9 +88,15 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> anyhow::Result<()> {
                 Command::Source(c) => sources::run(&mut s, c).await,
                 Command::Job(c) => jobs::run(&mut s, c).await,
                 Command::Image(c) => images::run(&mut s, c).await,
+                Command::Snapshot(c) => snapshots::run(&mut s, c).await,
+                Command::Instance(c) => instances::run(&mut s, c).await,
+                Command::Ram(c) => ram::run(&mut s, c).await,
+                Command::Workgroup(c) => workgroups::run(&mut s, c).await,
+                Command::Tag(c) => tags::run(&mut s, c).await,
+                Command::Audit(c) => audit::run(&mut s, c).await,
                 Command::Call(args) => call(&mut s, args).await,
-                // Both were handled above, before connecting.
-                Command::Server(_) | Command::Configure(_) => Ok(()),
+                // These were handled above, before connecting.
+                Command::Server(_) | Command::Configure(_) | Command::Completions { .. } => Ok(()),
             }
         }
     }

@@ -60,6 +60,48 @@ pub(super) async fn run(s: &mut Session<'_, '_>, cmd: SourceCommand) -> anyhow::
             let now = time::OffsetDateTime::now_utc();
             s.print(&render_source(source, now))
         }
+        SourceCommand::Rename {
+            id,
+            name,
+            description,
+        } => {
+            let mut params = vec![
+                ("SourceId".to_owned(), id.clone()),
+                ("Name".to_owned(), name.clone()),
+            ];
+            if let Some(d) = description {
+                params.push(("Description".to_owned(), d));
+            }
+            let resp = s.client.smc("ModifySourceServerAttribute", &params).await?;
+            if s.json_output() {
+                return s.print_json(&resp);
+            }
+            s.print(&format!("Renamed source server {id} to {name:?}.\n"))
+        }
+        SourceCommand::Delete { id, force } => {
+            let resp = s
+                .client
+                .smc(
+                    "DeleteSourceServer",
+                    &[
+                        ("SourceId".to_owned(), id.clone()),
+                        ("Force".to_owned(), force.to_string()),
+                    ],
+                )
+                .await?;
+            if s.json_output() {
+                return s.print_json(&resp);
+            }
+            let also = if force {
+                " with its replication job"
+            } else {
+                ""
+            };
+            s.print(&format!(
+                "Deleting source server {id}{also}. Its agent can no longer report: stop ferry-agent on \
+                 that server, or activate it again with a new code.\n"
+            ))
+        }
     }
 }
 

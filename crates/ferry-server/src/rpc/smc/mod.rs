@@ -3,7 +3,9 @@
 
 mod jobs;
 mod sources;
+mod tags;
 mod tokens;
+mod workgroups;
 
 use ferry_api::ApiError;
 
@@ -16,10 +18,25 @@ pub async fn dispatch(c: &Call<'_>, action: &str) -> Option<ActionResult> {
         "DisableAccessToken" => tokens::disable_access_token(c).await,
         "DeleteAccessToken" => tokens::delete_access_token(c).await,
         "DescribeSourceServers" => sources::describe_source_servers(c).await,
+        "ModifySourceServerAttribute" => sources::modify_source_server_attribute(c).await,
+        "DeleteSourceServer" => sources::delete_source_server(c).await,
         "CreateReplicationJob" => jobs::create_replication_job(c).await,
         "StartReplicationJob" => jobs::start_replication_job(c).await,
         "StopReplicationJob" => jobs::stop_replication_job(c).await,
         "DescribeReplicationJobs" => jobs::describe_replication_jobs(c).await,
+        "ModifyReplicationJobAttribute" => jobs::modify_replication_job_attribute(c).await,
+        "DeleteReplicationJob" => jobs::delete_replication_job(c).await,
+        "CutOverReplicationJob" => jobs::cut_over_replication_job(c).await,
+        "CreateCrossZoneMigrationJob" => jobs::create_cross_zone_migration_job(c).await,
+        "CreateWorkgroup" => workgroups::create_workgroup(c).await,
+        "DescribeWorkgroups" => workgroups::describe_workgroups(c).await,
+        "ModifyWorkgroupAttribute" => workgroups::modify_workgroup_attribute(c).await,
+        "DeleteWorkgroup" => workgroups::delete_workgroup(c).await,
+        "AssociateSourceServers" => workgroups::associate_source_servers(c).await,
+        "DisassociateSourceServers" => workgroups::disassociate_source_servers(c).await,
+        "TagResources" => tags::tag_resources(c).await,
+        "UntagResources" => tags::untag_resources(c).await,
+        "ListTagResources" => tags::list_tag_resources(c).await,
         _ => return None,
     })
 }

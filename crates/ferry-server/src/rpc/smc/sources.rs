@@ -1,11 +1,13 @@
-//! Source servers: `../shared/ref/smc-api.md` §2.4.
+//! Source servers: `../shared/ref/smc-api.md` §2.4 (Describe, Modify, Delete).
 
-use ferry_api::wrap_list;
+use ferry_api::{ApiError, wrap_list};
 use ferry_db::{SourceFilter, SourceRecord};
 use ferry_types::inventory::Inventory;
 use serde_json::{Value, json};
 
-use crate::app::OrInternal;
+use super::check_name;
+use super::tags::{ResourceType, decorate, restrict_ids};
+use crate::app::{OrInternal, jobs};
 use crate::rpc::{ActionResult, Call, paging, time_str};
 
 /// A partition in SMC's shape: `Device` is `<disk>_<partition>`, both from 0.
@@ -91,25 +93,104 @@ fn source_json(c: &Call<'_>, s: &SourceRecord) -> Value {
     v
 }
 
+/// `SourceServer.State` values (smc-api.md §2.9).
+const SOURCE_STATES: &[&str] = &["Available", "InUse", "Unavailable", "Deleting"];
+
 pub(super) async fn describe_source_servers(c: &Call<'_>) -> ActionResult {
     let p = c.params;
     let (number, size, offset) = paging(p, 50)?;
+    let ids = p.get_list("SourceId");
+    if ids.len() > 50 {
+        return Err(ApiError::invalid_parameter(
+            "SourceId.N",
+            format!("lists {} values; at most 50 are allowed", ids.len()),
+        ));
+    }
+    let state = p.get("State").filter(|v| !v.is_empty()).map(str::to_owned);
+    if let Some(v) = &state
+        && !SOURCE_STATES.contains(&v.as_str())
+    {
+        return Err(ApiError::invalid_parameter(
+            "State",
+            format!(
+                "{v:?} is not a source server state; use one of {}",
+                SOURCE_STATES.join(", ")
+            ),
+        ));
+    }
+    let related_job_types = p
+        .get_list("RelatedJobType")
+        .iter()
+        .map(|t| match t.parse::<i64>() {
+            Ok(n) if (0..=3).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid_parameter(
+                "RelatedJobType.N",
+                format!("{t:?} is not a job type; use 0, 1, 2 or 3"),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Tag.N and WorkgroupId narrow the IDs; when nothing can match, the page is empty.
+    let workgroup = p.get("WorkgroupId").filter(|v| !v.is_empty());
+    let Some(ids) = restrict_ids(c, ResourceType::SourceServer, ids, workgroup).await? else {
+        return Ok(json!({
+            "PageNumber": number,
+            "PageSize": size,
+            "TotalCount": 0,
+            "SourceServers": wrap_list("SourceServer", vec![]),
+        }));
+    };
     let filter = SourceFilter {
-        ids: p.get_list("SourceId"),
-        name: p.get("Name").map(str::to_owned),
-        state: p.get("State").map(str::to_owned),
-        job_id: p.get("JobId").map(str::to_owned),
+        ids,
+        name: p.get("Name").filter(|v| !v.is_empty()).map(str::to_owned),
+        state,
+        job_id: p.get("JobId").filter(|v| !v.is_empty()).map(str::to_owned),
+        related_job_types,
     };
     let (items, total) =
         c.st.db
             .source_list(&filter, offset, size)
             .await
             .or_internal()?;
-    let items: Vec<Value> = items.iter().map(|s| source_json(c, s)).collect();
+    let mut items: Vec<Value> = items.iter().map(|s| source_json(c, s)).collect();
+    decorate(
+        c,
+        ResourceType::SourceServer,
+        &mut items,
+        "SourceId",
+        "SourceId",
+    )
+    .await?;
     Ok(json!({
         "PageNumber": number,
         "PageSize": size,
         "TotalCount": total,
         "SourceServers": wrap_list("SourceServer", items),
     }))
+}
+
+pub(super) async fn modify_source_server_attribute(c: &Call<'_>) -> ActionResult {
+    let p = c.params;
+    let id = p.required("SourceId")?;
+    let name = p.get("Name").filter(|v| !v.is_empty());
+    if let Some(n) = name {
+        check_name("Name", n)?;
+    }
+    let description = p.get("Description").filter(|v| !v.is_empty());
+    if let Some(d) = description
+        && (d.chars().count() > 256 || d.starts_with("http://") || d.starts_with("https://"))
+    {
+        return Err(ApiError::invalid_parameter(
+            "Description",
+            "must be at most 256 characters and not start with http:// or https://",
+        ));
+    }
+    jobs::modify_source(c.st, id, name, description).await?;
+    Ok(json!({}))
+}
+
+pub(super) async fn delete_source_server(c: &Call<'_>) -> ActionResult {
+    let id = c.params.required("SourceId")?;
+    let force = c.params.get_bool("Force")?.unwrap_or(false);
+    jobs::delete_source(c.st, id, force).await?;
+    Ok(json!({}))
 }

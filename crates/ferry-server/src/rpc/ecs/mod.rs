@@ -1,4 +1,11 @@
-//! ECS 2014-05-26 actions a migration touches (`../shared/ref/smc-api.md` §3.1).
+//! ECS 2014-05-26 actions a migration touches (`../shared/ref/smc-api.md` §3.1), one file per resource:
+//! images (`images`), snapshots (`snapshots`), instances (`instances`); regions, ExportImage and the task
+//! actions are here. Handlers parse and check parameters, then call the application layer
+//! (`crate::compute`, `crate::workers`).
+
+mod images;
+mod instances;
+mod snapshots;
 
 use ferry_api::{ApiError, wrap_list};
 use ferry_db::{TaskRecord, now};
@@ -12,7 +19,18 @@ use crate::workers::ExportRequest;
 pub async fn dispatch(c: &Call<'_>, action: &str) -> Option<ActionResult> {
     Some(match action {
         "DescribeRegions" => describe_regions(c),
-        "DescribeImages" => describe_images(c).await,
+        "DescribeImages" => images::describe_images(c).await,
+        "CreateImage" => images::create_image(c).await,
+        "DeleteImage" => images::delete_image(c).await,
+        "DescribeSnapshots" => snapshots::describe_snapshots(c).await,
+        "DeleteSnapshot" => snapshots::delete_snapshot(c).await,
+        "RunInstances" => instances::run_instances(c).await,
+        "CreateInstance" => instances::create_instance(c).await,
+        "DescribeInstances" => instances::describe_instances(c).await,
+        "StartInstance" => instances::start_instance(c).await,
+        "StopInstance" => instances::stop_instance(c).await,
+        "DeleteInstance" => instances::delete_instance(c).await,
+        "GetInstanceConsoleOutput" => instances::get_instance_console_output(c).await,
         "ExportImage" => export_image(c).await,
         "DescribeTasks" => describe_tasks(c).await,
         "DescribeTaskAttribute" => describe_task_attribute(c).await,
@@ -48,84 +66,6 @@ fn describe_regions(c: &Call<'_>) -> ActionResult {
             "RegionEndpoint": endpoint,
             "Status": "available",
         })]),
-    }))
-}
-
-async fn describe_images(c: &Call<'_>) -> ActionResult {
-    check_region(c)?;
-    let p = c.params;
-    let (number, size, offset) = paging(p, 100)?;
-    let id = p.get("ImageId");
-    let name = p.get("ImageName");
-    let statuses: Vec<String> = p
-        .get("Status")
-        .unwrap_or("Available")
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .collect();
-    let all = statuses.iter().any(|s| s.eq_ignore_ascii_case("ALL"));
-    let images: Vec<_> =
-        c.st.db
-            .image_list()
-            .await
-            .or_internal()?
-            .into_iter()
-            .filter(|i| id.is_none_or(|want| want.split(',').any(|w| w.trim() == i.id)))
-            .filter(|i| name.is_none_or(|n| i.name.contains(n)))
-            .filter(|i| all || statuses.iter().any(|s| s == &i.status))
-            .collect();
-    let total = images.len();
-    let mut items = Vec::new();
-    for i in images.into_iter().skip(offset as usize).take(size as usize) {
-        let disks = c.st.db.image_disk_list(&i.id).await.or_internal()?;
-        let mappings: Vec<Value> = disks
-            .iter()
-            .map(|d| {
-                json!({
-                    "Device": format!("/dev/xvd{}", (b'a' + d.disk_index as u8) as char),
-                    "Size": (d.size_bytes as u64).div_ceil(1 << 30).to_string(),
-                    "SnapshotId": d.snapshot_id,
-                    "Type": if d.disk_index == 0 { "system" } else { "data" },
-                    // qcow2 once derived from the verified raw image (shortly after the image is available).
-                    "Format": if d.qcow2_path.is_some() { "qcow2" } else { "raw" },
-                    "Progress": "100%",
-                    // Ferry's additions.
-                    "SizeBytes": d.size_bytes,
-                    "RootDigest": d.root_digest,
-                })
-            })
-            .collect();
-        let mut v = json!({
-            "ImageId": i.id,
-            "ImageName": i.name,
-            "Status": i.status,
-            "Progress": format!("{}%", i.progress),
-            "ImageOwnerAlias": "self",
-            "OSType": "linux",
-            "OSName": i.os_name,
-            "Platform": i.platform,
-            "Architecture": i.architecture,
-            "BootMode": i.boot_mode,
-            "Size": i.size_gib,
-            "CreationTime": time_str(i.created_at),
-            "Description": i.description,
-            "Usage": "none",
-            "IsCopied": false,
-            "IsSelfShared": "",
-            "DiskDeviceMappings": wrap_list("DiskDeviceMapping", mappings),
-            "Tags": wrap_list("Tag", vec![]),
-        });
-        if let (Some(o), Some(job)) = (v.as_object_mut(), &i.job_id) {
-            o.insert("JobId".into(), json!(job));
-        }
-        items.push(v);
-    }
-    Ok(json!({
-        "RegionId": c.st.cfg.region_id,
-        "PageNumber": number,
-        "PageSize": size,
-        "TotalCount": total,
-        "Images": wrap_list("Image", items),
     }))
 }
 
@@ -276,4 +216,91 @@ async fn describe_tasks(c: &Call<'_>) -> ActionResult {
         "TotalCount": total,
         "TaskSet": wrap_list("Task", items),
     }))
+}
+
+/// Paging of the actions that take either `PageNumber`/`PageSize` or `NextToken`/`MaxResults`.
+pub(super) struct Paging {
+    pub offset: usize,
+    pub size: usize,
+    /// `NextToken`/`MaxResults` were used: answer with `NextToken` instead of `PageNumber`/`PageSize`.
+    pub token: bool,
+    pub number: i64,
+}
+
+impl Paging {
+    /// `NextToken`/`MaxResults` (1–100, default 10) when either is given, else `PageNumber`/`PageSize`
+    /// (1–100, default 10). A `NextToken` is the offset of the next item, as this server issued it.
+    pub fn from_params(p: &ferry_api::Params) -> Result<Paging, ApiError> {
+        let next = p.get("NextToken").filter(|t| !t.is_empty());
+        if next.is_some() || p.get("MaxResults").is_some_and(|m| !m.is_empty()) {
+            let size = p.get_int_in("MaxResults", 1, 100)?.unwrap_or(10);
+            let offset = match next {
+                None => 0,
+                Some(t) => t.parse::<usize>().map_err(|_| {
+                    ApiError::invalid_parameter(
+                        "NextToken",
+                        "is not a token this server issued: pass the NextToken of the previous page",
+                    )
+                })?,
+            };
+            return Ok(Paging {
+                offset,
+                size: size as usize,
+                token: true,
+                number: 1,
+            });
+        }
+        let (number, size, offset) = paging(p, 100)?;
+        Ok(Paging {
+            offset: offset as usize,
+            size: size as usize,
+            token: false,
+            number,
+        })
+    }
+
+    /// Adds the paging fields of the answer for `total` items.
+    pub fn answer(&self, total: usize, out: &mut Value) {
+        let Some(o) = out.as_object_mut() else {
+            return;
+        };
+        o.insert("TotalCount".into(), json!(total));
+        if self.token {
+            let end = self.offset + self.size;
+            let next = if end < total {
+                end.to_string()
+            } else {
+                String::new()
+            };
+            o.insert("NextToken".into(), json!(next));
+        } else {
+            o.insert("PageNumber".into(), json!(self.number));
+            o.insert("PageSize".into(), json!(self.size));
+        }
+    }
+}
+
+/// A parameter holding a JSON array of IDs (ECS's `InstanceIds`, `SnapshotIds`), at most 100.
+pub(super) fn json_ids(p: &ferry_api::Params, name: &str) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(text) = p.get(name).filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let ids: Vec<String> = serde_json::from_str(text).map_err(|_| {
+        ApiError::invalid_parameter(name, r#"must be a JSON array of IDs, e.g. ["i-1","i-2"]"#)
+    })?;
+    if ids.len() > 100 {
+        return Err(ApiError::invalid_parameter(name, "lists more than 100 IDs"));
+    }
+    Ok(Some(ids))
+}
+
+/// ECS's empty tag list (Ferry keeps no tags on ECS resources yet).
+pub(super) fn no_tags() -> Value {
+    wrap_list("Tag", vec![])
+}
+
+/// True when the request filters on tags (`Tag.N.Key`): Ferry's ECS resources have none, so nothing
+/// matches.
+pub(super) fn filters_on_tags(p: &ferry_api::Params) -> bool {
+    !p.indices("Tag").is_empty()
 }

@@ -1,6 +1,7 @@
 //! Background workers. Each is a loop over database state whose steps are idempotent, so a server that
 //! was killed picks up where it stopped: a run left in `Processing` is built again from its snapshots, an
-//! export left `Processing` is written again.
+//! export left `Processing` is written again. The job scheduler (timers, expiry, purge, image retention)
+//! is in `scheduler`.
 //!
 //! TODO-correctness: with several replicas these loops must take leases through the database (scale-out
 //! issue); today each process assumes it is alone.
@@ -16,7 +17,10 @@ use ferry_types::inventory::Inventory;
 use crate::AppState;
 use crate::app::jobs;
 
+pub mod scheduler;
+
 pub fn spawn_all(st: Arc<AppState>) {
+    tokio::spawn(scheduler::run(st.clone()));
     tokio::spawn(image_builder(st.clone()));
     tokio::spawn(qcow2_deriver(st.clone()));
     tokio::spawn(exporter(st.clone()));
@@ -52,7 +56,7 @@ async fn image_builder(st: Arc<AppState>) {
                                 "Processing",
                                 "Failed",
                                 Some(&msg),
-                                Some(now()),
+                                Some(st.clock.now()),
                             )
                             .await;
                         let _ = st
@@ -98,7 +102,7 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
             let name = if job.run_once != 0 {
                 job.image_name.clone()
             } else {
-                format!("{}_CYCLE_{}", job.image_name, run.seq)
+                scheduler::cycle_image_name(&job.image_name, run.seq)
             };
             let snaps = st.db.snapshot_list_by_run(&run.id).await?;
             let total: i64 = snaps.iter().map(|s| s.disk_size).sum();
@@ -128,7 +132,7 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
                     .replace("Bios", "BIOS"),
                 description: format!("Replicated by job {} run {}", job.id, run.seq),
                 error: None,
-                created_at: now(),
+                created_at: st.clock.now(),
             };
             st.db.image_create(&rec).await?;
             st.db.run_set_image(&run.id, &rec.id).await?;
@@ -176,15 +180,26 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
     st.db
         .image_set_status(&image.id, "Available", 100, None)
         .await?;
+    let at = st.clock.now();
     st.db
-        .run_transition(&run.id, "Processing", "Succeeded", None, Some(now()))
+        .run_transition(&run.id, "Processing", "Succeeded", None, Some(at))
         .await?;
-    let next = if job.run_once != 0 {
+    let cutover = st.db.job_settings_get(&job.id).await?.cutover != 0;
+    let next = if job.run_once != 0 || cutover {
+        // Cleaning: Ferry has no intermediate instance to release, so the phase only marks the step.
+        st.db
+            .job_transition(
+                &job.id,
+                &["Running/Processing"],
+                "Running",
+                Some("Cleaning"),
+            )
+            .await?;
         "Finished"
     } else {
         "Waiting"
     };
-    st.db.job_complete(&job.id, &image.id, next, now()).await?;
+    st.db.job_complete(&job.id, &image.id, next, at).await?;
     st.wake.notify_waiters();
     tracing::info!(job = %job.id, run = %run.id, image = %image.id, "image built and verified");
     Ok(())
