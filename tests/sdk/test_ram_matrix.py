@@ -33,7 +33,7 @@ class Ram:
 
     def user_with_key(self) -> tuple[str, str, str]:
         name = unique("user-")
-        got = self.root.call("ram", "CreateUser", {"UserName": name, "DisplayName": "SDK suite user"})
+        got = self.root.call("ram", "CreateUser", {"UserName": name, "DisplayName": "sdk-suite-user"})
         u = got["User"]
         assert u["UserName"] == name and isinstance(u["UserId"], str) and isinstance(u["CreateDate"], str)
         key = self.root.call("ram", "CreateAccessKey", {"UserName": name})["AccessKey"]

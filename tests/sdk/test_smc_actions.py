@@ -166,9 +166,15 @@ def test_delete_source_server(api, agent):
 def check_job_types(j: dict):
     for k in ("JobId", "Name", "SourceId", "RegionId", "Status", "TargetType", "ReplicationParameters"):
         assert isinstance(j[k], str), f"{k}: {j[k]!r}"
-    for k in ("JobType", "NetMode", "Frequency", "MaxNumberOfImageToKeep"):
+    for k in ("JobType", "NetMode"):
         assert is_int(j[k]), f"{k} must be a JSON number: {j[k]!r}"
     assert isinstance(j["RunOnce"], bool), j["RunOnce"]
+    # The schedule belongs to incremental jobs only; absent fields are omitted, never null.
+    for k in ("Frequency", "MaxNumberOfImageToKeep"):
+        if j["RunOnce"]:
+            assert k not in j, f"{k} on a one-shot job: {j[k]!r}"
+        else:
+            assert is_int(j[k]), f"{k} must be a JSON number: {j[k]!r}"
     assert isinstance(j["Progress"], (int, float)) and not isinstance(j["Progress"], bool)
     assert TIME.match(j["CreationTime"])
     wrapped(j, "ReplicationJobRuns", "ReplicationJobRun")
@@ -229,9 +235,10 @@ def test_replication_job_create_describe_modify_delete(api, agent):
 
 def test_start_stop_start_finish(api, agent):
     a = agent(seed=22, size_mib=64, via=api)
-    # 64 KiB/s keeps the job in Syncing long enough to stop it (the disk holds several MiB of data).
+    # 256 KB/s keeps the job in Syncing long enough to stop it (the disk holds about 5 MiB of data) and lets
+    # the resumed run finish in about 20 s.
     made = api.call("smc", "CreateReplicationJob",
-                    {"SourceId": a.source_id, "RegionId": "local", "ReplicationParameters": '{"bandwidth_limit":64}'})
+                    {"SourceId": a.source_id, "RegionId": "local", "ReplicationParameters": '{"bandwidth_limit":256}'})
     jid = made["JobId"]
     api.call("smc", "StartReplicationJob", {"JobId": jid})
     expect("ReplicationJob.InvalidStatus", api.call, "smc", "StartReplicationJob", {"JobId": jid}, status=400)
@@ -241,8 +248,10 @@ def test_start_stop_start_finish(api, agent):
     expect("ReplicationJob.InvalidStatus", api.call, "smc", "DeleteReplicationJob", {"JobId": jid}, status=400)
     api.call("smc", "StopReplicationJob", {"JobId": jid})
     wait_job(api, jid, ("Stopped",), timeout=60)
-    api.call("smc", "ModifyReplicationJobAttribute",
-             {"JobId": jid, "ReplicationParameters": '{"bandwidth_limit":0}'})
+    # Once a job has run, only its name, description and validity may change (smc-api.md §2.5).
+    expect("ReplicationJob.InvalidStatus", api.call, "smc", "ModifyReplicationJobAttribute",
+           {"JobId": jid, "ReplicationParameters": '{"bandwidth_limit":0}'}, status=400)
+    api.call("smc", "ModifyReplicationJobAttribute", {"JobId": jid, "Description": "stopped once"})
     api.call("smc", "StartReplicationJob", {"JobId": jid})
     j = wait_job(api, jid, ("Finished",), timeout=240)
     check_job_types(j)
