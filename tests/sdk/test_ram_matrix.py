@@ -198,3 +198,72 @@ def test_sts_assume_role(ram):
     with pytest.raises(ApiFailure) as e:
         V3(ram.server, *tmp, token=creds["SecurityToken"][:-4] + "AAAA").call("smc", "DescribeSourceServers", {})
     assert e.value.status == 400 and e.value.code.startswith("InvalidSecurityToken"), e.value
+
+
+def denial_events(ram, ak: str) -> list[dict]:
+    """The audit trail's Forbidden.RAM events for calls signed with `ak`."""
+    got = ram.root.call("actiontrail", "LookupEvents", {
+        "LookupAttribute": [{"Key": "EventAccessKeyId", "Value": ak}], "MaxResults": "50"})
+    return [e for e in got["Events"] if e.get("errorCode") == "Forbidden.RAM"]
+
+
+def test_system_policies_source_scope_conditions_and_audit(ram, tmp_path):
+    """The issue's RAM matrix: a full-access user, a read-only user, a user denied one action, a user limited to
+    one source server's ARN, SourceIp and MFAPresent conditions; every allowed call succeeds, every denied call
+    gets Forbidden.RAM and leaves an audit event naming it."""
+    root = V3(ram.server, *ram.server.root_key)
+    mine, other = (new_agent(root, ram.server, tmp_path, seed=s) for s in (71, 72))
+    try:
+        def user_with(*policies: tuple[str, str]):
+            name, ak, secret = ram.user_with_key()
+            for kind, policy in policies:
+                ram.root.call("ram", "AttachPolicyToUser", {"PolicyType": kind, "PolicyName": policy,
+                                                             "UserName": name})
+            return ak, V1(ram.server, ak, secret)
+
+        rename = lambda sid: ("smc", "ModifySourceServerAttribute", {"SourceId": sid, "Description": unique("d")})
+        describe_one = lambda sid: ("smc", "DescribeSourceServers", {"SourceId": [sid]})
+        cases = []  # (access key, call, expected allowed)
+
+        full_ak, full = user_with(("System", "AliyunSMCFullAccess"))
+        cases += [(full_ak, full, ("smc", "CreateAccessToken", {"Count": "1"}), True),
+                  (full_ak, full, rename(mine.source_id), True)]
+        ro_ak, ro = user_with(("System", "AliyunSMCReadOnlyAccess"))
+        cases += [(ro_ak, ro, ("smc", "DescribeSourceServers", {}), True),
+                  (ro_ak, ro, ("smc", "ListAccessTokens", {}), True),
+                  (ro_ak, ro, ("smc", "CreateAccessToken", {"Count": "1"}), False),
+                  (ro_ak, ro, rename(mine.source_id), False)]
+        deny_ak, deny_one = user_with(("System", "AliyunSMCFullAccess"), ("Custom", ram.policy(DENY_DESCRIBE_SOURCES)))
+        cases += [(deny_ak, deny_one, ("smc", "DescribeSourceServers", {}), False),
+                  (deny_ak, deny_one, ("smc", "ListAccessTokens", {}), True)]
+        arn = f"acs:smc:*:{ram.account}:sourceServer/{mine.source_id}"
+        scoped_ak, scoped = user_with(("Custom", ram.policy({"Version": "1", "Statement": [{
+            "Effect": "Allow", "Action": ["smc:DescribeSourceServers", "smc:ModifySourceServerAttribute"],
+            "Resource": arn}]})))
+        cases += [(scoped_ak, scoped, rename(mine.source_id), True),
+                  (scoped_ak, scoped, rename(other.source_id), False),
+                  (scoped_ak, scoped, describe_one(mine.source_id), True),
+                  (scoped_ak, scoped, describe_one(other.source_id), False),
+                  (scoped_ak, scoped, ("smc", "DescribeSourceServers", {}), False)]
+
+        def conditional(condition: dict) -> str:
+            return ram.policy({"Version": "1", "Statement": [{
+                "Effect": "Allow", "Action": "smc:Describe*", "Resource": "*", "Condition": condition}]})
+
+        far_ak, far = user_with(("Custom", conditional({"IpAddress": {"acs:SourceIp": ["10.0.0.0/8"]}})))
+        near_ak, near = user_with(("Custom", conditional({"IpAddress": {"acs:SourceIp": ["127.0.0.0/8"]}})))
+        mfa_ak, mfa = user_with(("Custom", conditional({"Bool": {"acs:MFAPresent": "true"}})))
+        cases += [(far_ak, far, ("smc", "DescribeSourceServers", {}), False),
+                  (near_ak, near, ("smc", "DescribeSourceServers", {}), True),
+                  # Access keys are never MFA-authenticated sessions.
+                  (mfa_ak, mfa, ("smc", "DescribeSourceServers", {}), False)]
+
+        outcomes = [(ak, call, allowed(api, *call)) for ak, api, call, _ in cases]
+        assert [o[2] for o in outcomes] == [c[3] for c in cases], outcomes
+        for ak, call, ok in outcomes:
+            if not ok:
+                names = [e["eventName"] for e in denial_events(ram, ak)]
+                assert call[1] in names, (ak, call, names)
+    finally:
+        mine.stop()
+        other.stop()
