@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tools the tests drive for real: partition tables, filesystems, loop devices, image conversion, QEMU guests,
-# and sqlite3 (the audit-trail test edits the database behind the server's back).
-PACKAGES=(fdisk util-linux e2fsprogs xfsprogs dosfstools qemu-utils qemu-system-x86 iproute2 mount sqlite3)
+# sqlite3 (the audit-trail test edits the database behind the server's back), and the PostgreSQL server (the
+# storage suite and the replica tests run on a private cluster, scripts/pg-test.sh), and Debian's chromium (the
+# console's real-browser tests drive it headless; they also need Node.js >= 20 with npm, tests/console/run.sh).
+PACKAGES=(fdisk util-linux e2fsprogs xfsprogs dosfstools qemu-utils qemu-system-x86 iproute2 mount sqlite3 postgresql chromium)
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -45,6 +47,20 @@ fi
 # A one-shot run gains nothing from incremental compilation, whose caches double the target's size.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
+# A private PostgreSQL cluster (target/pg-test, loopback and a socket under target/ only) for the tests that
+# run on both engines; stopped whatever way this script ends.
+scripts/pg-test.sh start
+trap 'scripts/pg-test.sh stop' EXIT
+
+# A private S3-compatible server (s3s-fs, installed into target/tools with `cargo install` the first time:
+# about 5 minutes on 2 cores; loopback only, generated credentials; scripts/s3-test.sh) for the object-store
+# suite and the whole-stack S3 test, which read FERRY_TEST_S3 and the AWS_* credentials it exports.
+scripts/s3-test.sh start
+trap 'scripts/s3-test.sh stop; scripts/pg-test.sh stop' EXIT
+eval "$(scripts/s3-test.sh env)"
+FERRY_TEST_POSTGRES="$(scripts/pg-test.sh url)"
+export FERRY_TEST_POSTGRES
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
@@ -53,3 +69,7 @@ cargo test --workspace --locked "$@"
 # agent binaries; `cargo test` does not necessarily leave both built, so build them (a no-op when current).
 cargo build -p ferry -p ferry-agent --locked
 tests/sdk/run.sh
+
+# The web console in a real browser (headless chromium driven by playwright-core, tests/console/run.sh):
+# sign-in with MFA, a whole migration from the console, a RAM denial; screenshots in target/console-artifacts/.
+tests/console/run.sh

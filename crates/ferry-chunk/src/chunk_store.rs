@@ -3,6 +3,10 @@
 //! Object keys: `chunks/<hex[0..2]>/<hex[2..4]>/<hex>` for a chunk blob (two fan-out levels keep
 //! directories small on a local disk and are harmless on S3) and `indexes/<name>.fidx` for a disk index.
 //!
+//! With [`ChunkStore::open_packed`] (the S3 store), chunks are not one object each but are buffered into
+//! pack objects (`crate::pack`); everything else here works the same, and a buffered chunk counts as
+//! stored only once its pack is (so `missing` may ask for it again, and `put_index` flushes first).
+//!
 //! Invariants: a chunk object exists only if its blob decoded and verified against its key's digest when
 //! it was put (blobs are stored as received, so the stored bytes are exactly the verified bytes); an index
 //! object exists only if it validated and every chunk it references was stored. [`Digest::ZERO`] is
@@ -18,6 +22,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use crate::blob::{self, ChunkError};
 use crate::digest::Digest;
 use crate::index::{DiskIndex, IndexError};
+use crate::pack::{PackConfig, Packer};
 use crate::store::{ObjectStore, StoreError};
 
 /// How many `exists` checks [`ChunkStore::missing`] runs at once.
@@ -79,18 +84,66 @@ pub enum ChunkStoreError {
 #[derive(Clone)]
 pub struct ChunkStore {
     store: Arc<dyn ObjectStore>,
+    /// `Some` when chunks are stored in packs.
+    packer: Option<Arc<Packer>>,
 }
 
 impl std::fmt::Debug for ChunkStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkStore").finish_non_exhaustive()
+        f.debug_struct("ChunkStore")
+            .field("packed", &self.packer.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl ChunkStore {
-    /// Wraps an object store.
+    /// Wraps an object store, one object per chunk (the local store: files are cheap, and image tools
+    /// can read a chunk in place).
     pub fn new(store: Arc<dyn ObjectStore>) -> ChunkStore {
-        ChunkStore { store }
+        ChunkStore {
+            store,
+            packer: None,
+        }
+    }
+
+    /// Wraps an object store with chunks in packs (`crate::pack`): for S3, where the object count is
+    /// what costs. Loads every pack index in the store.
+    ///
+    /// # Errors
+    /// `Store` if the store cannot be listed or a pack index cannot be read.
+    pub async fn open_packed(
+        store: Arc<dyn ObjectStore>,
+        cfg: PackConfig,
+    ) -> Result<ChunkStore, ChunkStoreError> {
+        let packer = Packer::open(store.clone(), cfg).await?;
+        Ok(ChunkStore {
+            store,
+            packer: Some(packer),
+        })
+    }
+
+    /// Whether chunks are stored in packs.
+    pub fn is_packed(&self) -> bool {
+        self.packer.is_some()
+    }
+
+    /// Packs and chunks stored, as far as this process knows (`None` unless packed): for measurements
+    /// and tests.
+    pub fn pack_counts(&self) -> Option<(usize, usize)> {
+        self.packer.as_ref().and_then(|p| p.counts().ok())
+    }
+
+    /// Makes every chunk stored so far durable: uploads buffered packs, syncs deferred names.
+    /// [`ChunkStore::put_index`] does this itself.
+    ///
+    /// # Errors
+    /// `Store` if an upload or sync fails (the buffered chunks stay buffered for the next attempt).
+    pub async fn flush(&self) -> Result<(), ChunkStoreError> {
+        if let Some(p) = &self.packer {
+            p.sync().await?;
+        }
+        self.store.sync_deferred().await?;
+        Ok(())
     }
 
     /// The underlying object store.
@@ -142,6 +195,9 @@ impl ChunkStore {
             .await
             .map_err(ChunkStoreError::Task)?
             .map_err(|source| ChunkStoreError::Rejected { digest: d, source })?;
+        if let Some(p) = &self.packer {
+            return Ok(p.put(d, blob).await?);
+        }
         let key = Self::chunk_key(digest);
         if self.store.exists(&key).await? {
             return Ok(PutOutcome::AlreadyPresent);
@@ -160,6 +216,9 @@ impl ChunkStore {
         if digest.is_zero_marker() {
             return Ok(true);
         }
+        if let Some(p) = &self.packer {
+            return Ok(p.missing(&[*digest], false).await?.is_empty());
+        }
         Ok(self.store.exists(&Self::chunk_key(digest)).await?)
     }
 
@@ -169,6 +228,9 @@ impl ChunkStore {
     /// # Errors
     /// `Store` if the store cannot answer.
     pub async fn missing(&self, digests: &[Digest]) -> Result<Vec<usize>, ChunkStoreError> {
+        if let Some(p) = &self.packer {
+            return Ok(p.missing(digests, false).await?);
+        }
         // Owned items and a named async fn: a closure returning a future that borrows its argument is
         // not provably Send, and handlers calling this run on the server's multi-threaded runtime.
         let mut missing: Vec<usize> = stream::iter(digests.iter().copied().enumerate())
@@ -191,6 +253,9 @@ impl ChunkStore {
     /// # Errors
     /// `Store(NotFound)` if it is not stored (including [`Digest::ZERO`]), other `Store` errors.
     pub async fn get_blob(&self, digest: &Digest) -> Result<Bytes, ChunkStoreError> {
+        if let Some(p) = &self.packer {
+            return Ok(p.get_blob(digest).await?);
+        }
         Ok(self.store.get(&Self::chunk_key(digest)).await?)
     }
 
@@ -208,8 +273,11 @@ impl ChunkStore {
             .map_err(|source| ChunkStoreError::Corrupt { digest: d, source })
     }
 
-    /// The local file of a chunk if the store is a local directory.
+    /// The local file of a chunk if the store is a local directory and chunks are not packed.
     pub fn local_chunk_path(&self, digest: &Digest) -> Option<PathBuf> {
+        if self.packer.is_some() {
+            return None;
+        }
         self.store.local_path(&Self::chunk_key(digest))
     }
 
@@ -228,14 +296,18 @@ impl ChunkStore {
         let key = Self::index_key(name)?;
         index.validate()?;
         // Every chunk stored so far becomes durable before an index may reference it.
-        self.store.sync_deferred().await?;
+        self.flush().await?;
         let mut seen = HashSet::new();
         let unique: Vec<Digest> = index
             .data_chunks()
             .filter(|(_, d)| seen.insert(**d))
             .map(|(_, d)| *d)
             .collect();
-        let missing = self.missing(&unique).await?;
+        let missing = match &self.packer {
+            // Another replica may have stored some of them a moment ago: look, whatever the last look.
+            Some(p) => p.missing(&unique, true).await?,
+            None => self.missing(&unique).await?,
+        };
         if let Some(&first) = missing.first() {
             return Err(IndexError::MissingChunks {
                 count: missing.len(),

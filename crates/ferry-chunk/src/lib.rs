@@ -7,7 +7,11 @@
 //! - [`index`]: disk index format v1 (one digest per fixed-size chunk) and its root digest.
 //! - [`store`]: the [`ObjectStore`] trait, [`LocalStore`], and [`durable_write`], the one helper for
 //!   crash-safe writes.
-//! - [`chunk_store`]: [`ChunkStore`], chunks and indexes on an object store, verified on the way in and out.
+//! - [`s3`]: [`S3Store`], the [`ObjectStore`] on an S3-compatible bucket.
+//! - [`pack`]: pack format v1, which groups chunks into few large objects for stores where objects are
+//!   expensive (S3).
+//! - [`chunk_store`]: [`ChunkStore`], chunks and indexes on an object store, verified on the way in and out
+//!   (one object per chunk, or packed).
 //!
 //! Formats are frozen and documented in `docs/formats.md`; each carries a version marker, and a change
 //! is a new version with a reader for the old one. Nothing here trusts bytes from outside the process:
@@ -17,6 +21,8 @@ pub mod blob;
 pub mod chunk_store;
 pub mod digest;
 pub mod index;
+pub mod pack;
+pub mod s3;
 pub mod store;
 
 pub use blob::{
@@ -26,6 +32,8 @@ pub use blob::{
 pub use chunk_store::{ChunkStore, ChunkStoreError, PutOutcome};
 pub use digest::{Digest, DigestParseError, chunk_digest, hash, is_zero};
 pub use index::{DiskIndex, INDEX_MAGIC, INDEX_VERSION, IndexError};
+pub use pack::PackConfig;
+pub use s3::{S3Config, S3Store};
 pub use store::{
     LocalStore, ObjectStore, StoreError, durable_write, durable_write_deferred,
     durable_write_secret, is_no_space,

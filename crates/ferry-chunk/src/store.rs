@@ -1,8 +1,8 @@
 //! The object-store interface and its local-directory implementation.
 //!
 //! Everything Ferry keeps as an object (chunks, indexes, images, console logs) goes through
-//! [`ObjectStore`], so that an S3-compatible implementation (on the `object_store` crate) can replace
-//! [`LocalStore`] without callers changing. Keys are `/`-separated strings of `[A-Za-z0-9._-]` components
+//! [`ObjectStore`], so that the S3-compatible implementation ([`crate::S3Store`], on the `object_store`
+//! crate) can replace [`LocalStore`] without callers changing. Keys are `/`-separated strings of `[A-Za-z0-9._-]` components
 //! that do not start with `.`; the interface never exposes file paths except through
 //! [`ObjectStore::local_path`], which remote stores answer with `None`.
 //!
@@ -56,6 +56,22 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// A remote store (S3) refused or failed a request, after the client's retries.
+    #[error(
+        "object store request on {key} at {store} failed: check the endpoint, the bucket, the credentials and the network between the server and the store"
+    )]
+    Remote {
+        /// The key (or prefix) being accessed.
+        key: String,
+        /// The store, as `s3://bucket/prefix`.
+        store: String,
+        /// What the client reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store's configuration is unusable (the message says what to change).
+    #[error("object store configuration: {0}")]
+    Config(String),
     /// Any other I/O error on an object.
     #[error(
         "I/O error on object {key}: check the server's data directory (disk health, permissions)"
@@ -88,6 +104,20 @@ pub trait ObjectStore: Send + Sync {
     /// The file holding `key` when the store is a local directory (lets image tools read objects in
     /// place), `None` for remote stores or invalid keys. The file may not exist.
     fn local_path(&self, key: &str) -> Option<PathBuf>;
+
+    /// Bytes `range` of an object. Errors: `InvalidKey`, `NotFound`, `Io`/`Remote` (a range past the
+    /// object's end included).
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes, StoreError>;
+
+    /// Stores the local file `path` under `key` without holding it in memory (image exports: many GiB),
+    /// durably and atomically like [`ObjectStore::put`]; remote stores use a multipart upload. Returns
+    /// the number of bytes stored. Errors: `InvalidKey`, `NoSpace`, `Io` (reading `path` included),
+    /// `Remote`.
+    async fn put_file(&self, key: &str, path: &Path) -> Result<u64, StoreError>;
+
+    /// Where `key` lives, for people (a file path or an `s3://` URL). Never fails: an invalid key is shown
+    /// as it is.
+    fn location(&self, key: &str) -> String;
 
     /// Like [`ObjectStore::put`], except that the object's *name* may become durable only at the next
     /// [`ObjectStore::sync_deferred`]: after a crash before that, the object may be missing, but it is
@@ -125,7 +155,9 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     if ok { Ok(()) } else { Err(invalid_key(key)) }
 }
 
-fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
+/// Checks a `list` prefix: like a key, except that it may be empty and its last component may be empty
+/// or partial.
+pub fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
     let ok = prefix.len() <= MAX_KEY_LEN
         && prefix
             .split('/')
@@ -475,6 +507,71 @@ impl ObjectStore for LocalStore {
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.path_of(key).ok()
     }
+
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes, StoreError> {
+        use std::io::{Read as _, Seek as _};
+        let path = self.path_of(key)?;
+        self.blocking(key, move || {
+            let len = usize::try_from(range.end.saturating_sub(range.start))
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "range too large"))?;
+            let mut f = std::fs::File::open(&path)?;
+            f.seek(io::SeekFrom::Start(range.start))?;
+            let mut buf = vec![0u8; len];
+            f.read_exact(&mut buf)?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn put_file(&self, key: &str, src: &Path) -> Result<u64, StoreError> {
+        let path = self.path_of(key)?;
+        let src = src.to_path_buf();
+        self.blocking(key, move || durable_copy(&src, &path)).await
+    }
+
+    fn location(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+}
+
+/// [`durable_write`] of a file's content, streamed: copies `src` to a temp file beside `dst`, fsyncs it,
+/// renames it over `dst` and fsyncs the directory. Returns the bytes copied.
+fn durable_copy(src: &Path, dst: &Path) -> io::Result<u64> {
+    let parent = match dst.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = dst.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no file name", dst.display()),
+        )
+    })?;
+    create_dirs_durably(parent)?;
+    let tmp = parent.join(format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut from = std::fs::File::open(src)?;
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        let n = io::copy(&mut from, &mut to)?;
+        to.sync_all()?;
+        drop(to);
+        std::fs::rename(&tmp, dst)?;
+        std::fs::File::open(parent)?.sync_all()?;
+        Ok(n)
+    })();
+    if result.is_err() {
+        // Best effort: the temp file may not exist (open failed) or already be renamed.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -99,20 +99,9 @@ fn write_canonical(v: &Value, out: &mut String) {
 pub struct AuditRecord {
     pub seq: i64,
     pub chain_version: i64,
-    pub event_id: String,
-    pub event_time: i64,
-    pub event_name: String,
-    pub service_name: String,
-    pub event_type: String,
-    pub event_rw: String,
-    pub access_key_id: Option<String>,
-    pub user_name: Option<String>,
-    pub role_name: Option<String>,
-    pub source_ip: Option<String>,
-    pub error_code: Option<String>,
-    pub resource_type: Option<String>,
-    pub resource_name: Option<String>,
-    pub request_id: String,
+    /// The searchable columns, derived from `body` when the record was written.
+    #[sqlx(flatten)]
+    pub index: AuditIndex,
     /// The event's canonical JSON: the record itself.
     pub body: String,
     pub prev_hash: String,
@@ -120,7 +109,7 @@ pub struct AuditRecord {
 }
 
 /// The searchable columns of an event, derived from its JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct AuditIndex {
     pub event_id: String,
     pub event_time: i64,
@@ -182,25 +171,6 @@ impl AuditIndex {
             resource_name: opt(event.get("resourceName")),
             request_id: req("requestId")?,
         })
-    }
-
-    fn of_record(r: &AuditRecord) -> AuditIndex {
-        AuditIndex {
-            event_id: r.event_id.clone(),
-            event_time: r.event_time,
-            event_name: r.event_name.clone(),
-            service_name: r.service_name.clone(),
-            event_type: r.event_type.clone(),
-            event_rw: r.event_rw.clone(),
-            access_key_id: r.access_key_id.clone(),
-            user_name: r.user_name.clone(),
-            role_name: r.role_name.clone(),
-            source_ip: r.source_ip.clone(),
-            error_code: r.error_code.clone(),
-            resource_type: r.resource_type.clone(),
-            resource_name: r.resource_name.clone(),
-            request_id: r.request_id.clone(),
-        }
     }
 }
 
@@ -456,20 +426,7 @@ impl Db {
         let r = AuditRecord {
             seq,
             chain_version: 1,
-            event_id: ix.event_id.clone(),
-            event_time: ix.event_time,
-            event_name: ix.event_name.clone(),
-            service_name: ix.service_name.clone(),
-            event_type: ix.event_type.clone(),
-            event_rw: ix.event_rw.clone(),
-            access_key_id: ix.access_key_id.clone(),
-            user_name: ix.user_name.clone(),
-            role_name: ix.role_name.clone(),
-            source_ip: ix.source_ip.clone(),
-            error_code: ix.error_code.clone(),
-            resource_type: ix.resource_type.clone(),
-            resource_name: ix.resource_name.clone(),
-            request_id: ix.request_id.clone(),
+            index: ix.clone(),
             body: body.to_owned(),
             prev_hash,
             hash,
@@ -482,20 +439,20 @@ impl Db {
         )
         .bind(r.seq)
         .bind(r.chain_version)
-        .bind(&r.event_id)
-        .bind(r.event_time)
-        .bind(&r.event_name)
-        .bind(&r.service_name)
-        .bind(&r.event_type)
-        .bind(&r.event_rw)
-        .bind(&r.access_key_id)
-        .bind(&r.user_name)
-        .bind(&r.role_name)
-        .bind(&r.source_ip)
-        .bind(&r.error_code)
-        .bind(&r.resource_type)
-        .bind(&r.resource_name)
-        .bind(&r.request_id)
+        .bind(&r.index.event_id)
+        .bind(r.index.event_time)
+        .bind(&r.index.event_name)
+        .bind(&r.index.service_name)
+        .bind(&r.index.event_type)
+        .bind(&r.index.event_rw)
+        .bind(&r.index.access_key_id)
+        .bind(&r.index.user_name)
+        .bind(&r.index.role_name)
+        .bind(&r.index.source_ip)
+        .bind(&r.index.error_code)
+        .bind(&r.index.resource_type)
+        .bind(&r.index.resource_name)
+        .bind(&r.index.request_id)
         .bind(&r.body)
         .bind(&r.prev_hash)
         .bind(&r.hash)
@@ -744,7 +701,7 @@ fn check_record(
         );
         return;
     }
-    let computed = audit_hash(&r.prev_hash, r.seq, r.event_time, &r.body);
+    let computed = audit_hash(&r.prev_hash, r.seq, r.index.event_time, &r.body);
     if computed != r.hash {
         problem(
             AuditProblemKind::HashMismatch,
@@ -772,7 +729,7 @@ fn check_record(
         );
     }
     match AuditIndex::of(&event) {
-        Ok(ix) if ix == AuditIndex::of_record(r) => {}
+        Ok(ix) if ix == r.index => {}
         Ok(ix) => problem(
             AuditProblemKind::ColumnMismatch,
             format!(

@@ -37,6 +37,9 @@ pub struct InstanceRecord {
     pub client_token: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
+    /// The replica whose QEMU runs the instance (its `<data>/replica-id`); only that replica manages it
+    /// (docs/scale-out.md). `None` for instances recorded before replicas existed.
+    pub replica: Option<String>,
 }
 
 /// Inserts the token row; `false` if the token was used before (nothing inserted).
@@ -101,8 +104,8 @@ impl Db {
             sqlx::query(
                 "INSERT INTO instances (id, name, description, host_name, image_id, instance_type, status, cpu, \
                  memory_mib, system_disk_gib, auto_start, stop_force, stop_deadline, dir, error, client_token, \
-                 created_at, started_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                 created_at, started_at, replica) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
             )
             .bind(&i.id)
             .bind(&i.name)
@@ -122,6 +125,7 @@ impl Db {
             .bind(&i.client_token)
             .bind(i.created_at)
             .bind(i.started_at)
+            .bind(&i.replica)
             .execute(&mut *tx)
             .await?;
         }
@@ -214,6 +218,17 @@ impl Db {
         .bind(deadline)
         .execute(&self.pool)
         .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Makes `replica` the manager of an instance recorded without one (before migration 0007); `false`
+    /// when it has one already.
+    pub async fn instance_adopt(&self, id: &str, replica: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE instances SET replica = $2 WHERE id = $1 AND replica IS NULL")
+            .bind(id)
+            .bind(replica)
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 

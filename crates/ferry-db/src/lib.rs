@@ -11,10 +11,14 @@
 //! take the same step.
 
 mod audit;
+mod console;
 mod iam;
 mod instances;
+mod leases;
+mod ops;
 mod records;
 mod tags;
+pub mod testing;
 mod workgroups;
 
 use std::path::Path;
@@ -24,8 +28,10 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use audit::*;
+pub use console::*;
 pub use iam::*;
 pub use instances::*;
+pub use leases::*;
 pub use records::*;
 pub use tags::*;
 pub use workgroups::*;

@@ -4,15 +4,102 @@ use sqlx::FromRow;
 
 use crate::{Db, DbError, Result, now};
 
-/// One page of `items` and the total count.
-fn page<T>(items: Vec<T>, offset: i64, limit: i64) -> (Vec<T>, i64) {
-    let total = items.len() as i64;
-    let page = items
-        .into_iter()
-        .skip(offset.max(0) as usize)
-        .take(limit.max(0) as usize)
-        .collect();
-    (page, total)
+/// A value bound to a `$n` placeholder of a list query built at run time.
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// The `WHERE` clause of a list query, built from the filters that are set, with its bound values. Every
+/// value goes through a placeholder, never into the SQL text.
+#[derive(Default)]
+struct Where {
+    clauses: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Where {
+    fn placeholder(&mut self, a: Arg) -> String {
+        self.args.push(a);
+        format!("${}", self.args.len())
+    }
+
+    /// `expr = value`, when `value` is set.
+    fn eq(&mut self, expr: &str, value: Option<Arg>) {
+        if let Some(v) = value {
+            let ph = self.placeholder(v);
+            self.clauses.push(format!("{expr} = {ph}"));
+        }
+    }
+
+    /// `expr IN (values)` (`template` with `{}` standing for the list), when `values` is not empty.
+    fn any_of(&mut self, template: &str, values: Vec<Arg>) {
+        if values.is_empty() {
+            return;
+        }
+        let list: Vec<String> = values.into_iter().map(|v| self.placeholder(v)).collect();
+        self.clauses.push(template.replace("{}", &list.join(", ")));
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+
+    /// Runs `SELECT COUNT(*) FROM <from><where>` and `SELECT * FROM <from><where> ORDER BY <order> LIMIT
+    /// OFFSET`: one page and the total count of matching rows.
+    async fn page<T>(
+        &self,
+        pool: &sqlx::AnyPool,
+        from: &str,
+        order: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<T>, i64)>
+    where
+        T: for<'r> FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        let w = self.sql();
+        let count_sql = format!("SELECT COUNT(*) FROM {from}{w}");
+        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+        for a in &self.args {
+            count = match a {
+                Arg::Text(t) => count.bind(t.as_str()),
+                Arg::Int(i) => count.bind(*i),
+            };
+        }
+        let total = count.fetch_one(pool).await?;
+        let n = self.args.len();
+        let page_sql = format!(
+            "SELECT * FROM {from}{w} ORDER BY {order} LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let mut q = sqlx::query_as::<_, T>(&page_sql);
+        for a in &self.args {
+            q = match a {
+                Arg::Text(t) => q.bind(t.as_str()),
+                Arg::Int(i) => q.bind(*i),
+            };
+        }
+        let items = q
+            .bind(limit.max(0))
+            .bind(offset.max(0))
+            .fetch_all(pool)
+            .await?;
+        Ok((items, total))
+    }
+}
+
+fn texts(v: &[String]) -> Vec<Arg> {
+    v.iter().map(|s| Arg::Text(s.clone())).collect()
+}
+
+fn text(v: &Option<String>) -> Option<Arg> {
+    v.as_ref().map(|s| Arg::Text(s.clone()))
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -274,50 +361,29 @@ impl Db {
         )
     }
 
-    /// Lists sources matching `filter`, ordered by creation; returns one page and the total count.
+    /// Lists sources matching `filter`, ordered by creation; returns one page and the total count. The
+    /// filters, the count and the page are all computed in SQL (indexes: migration 0008).
     pub async fn source_list(
         &self,
         filter: &SourceFilter,
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<SourceRecord>, i64)> {
-        let all: Vec<SourceRecord> =
-            sqlx::query_as("SELECT * FROM sources ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await?;
-        // TODO-perf: push the filters into SQL once the API issue settles the full filter set.
-        let matched: Vec<SourceRecord> = all
-            .into_iter()
-            .filter(|s| filter.ids.is_empty() || filter.ids.contains(&s.id))
-            .filter(|s| filter.name.as_ref().is_none_or(|n| &s.name == n))
-            .filter(|s| filter.state.as_ref().is_none_or(|n| &s.state == n))
-            .filter(|s| {
-                filter
-                    .job_id
-                    .as_ref()
-                    .is_none_or(|j| s.job_id.as_ref() == Some(j))
-            })
-            .collect();
-        let matched = if filter.related_job_types.is_empty() {
-            matched
-        } else {
-            let types: std::collections::HashMap<String, i64> =
-                sqlx::query_as::<_, (String, i64)>("SELECT id, job_type FROM jobs")
-                    .fetch_all(&self.pool)
-                    .await?
-                    .into_iter()
-                    .collect();
-            matched
-                .into_iter()
-                .filter(|s| {
-                    s.job_id
-                        .as_ref()
-                        .and_then(|j| types.get(j))
-                        .is_some_and(|t| filter.related_job_types.contains(t))
-                })
-                .collect()
-        };
-        Ok(page(matched, offset, limit))
+        let mut w = Where::default();
+        w.any_of("id IN ({})", texts(&filter.ids));
+        w.eq("name", text(&filter.name));
+        w.eq("state", text(&filter.state));
+        w.eq("job_id", text(&filter.job_id));
+        w.any_of(
+            "job_id IN (SELECT id FROM jobs WHERE job_type IN ({}))",
+            filter
+                .related_job_types
+                .iter()
+                .map(|t| Arg::Int(*t))
+                .collect(),
+        );
+        w.page(&self.pool, "sources", "created_at, id", offset, limit)
+            .await
     }
 
     pub async fn source_update_heartbeat(
@@ -532,51 +598,28 @@ impl Db {
         Ok(n > 0)
     }
 
+    /// Lists jobs matching `f`, ordered by creation; returns one page and the total count. The filters, the
+    /// count and the page are all computed in SQL (indexes: migration 0008).
     pub async fn job_list(
         &self,
         f: &JobFilter,
         offset: i64,
         limit: i64,
     ) -> Result<(Vec<JobRecord>, i64)> {
-        let all: Vec<JobRecord> = sqlx::query_as("SELECT * FROM jobs ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
-        // TODO-perf: push the filters into SQL once the API issue settles the full filter set.
-        let matched: Vec<JobRecord> = all
-            .into_iter()
-            .filter(|j| f.ids.is_empty() || f.ids.contains(&j.id))
-            .filter(|j| f.source_ids.is_empty() || f.source_ids.contains(&j.source_id))
-            .filter(|j| f.name.as_ref().is_none_or(|n| &j.name == n))
-            .filter(|j| f.status.as_ref().is_none_or(|n| &j.status == n))
-            .filter(|j| {
-                f.business_status
-                    .as_ref()
-                    .is_none_or(|n| j.business_status.as_ref() == Some(n))
-            })
-            .filter(|j| f.region_id.as_ref().is_none_or(|r| &j.region_id == r))
-            .filter(|j| f.job_type.is_none_or(|t| j.job_type == t))
-            .collect();
-        let matched = if f.instance_ids.is_empty() {
-            matched
-        } else {
-            let instances: std::collections::HashMap<String, String> =
-                sqlx::query_as::<_, (String, String)>(
-                    "SELECT job_id, instance_id FROM job_settings WHERE instance_id IS NOT NULL",
-                )
-                .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .collect();
-            matched
-                .into_iter()
-                .filter(|j| {
-                    instances
-                        .get(&j.id)
-                        .is_some_and(|i| f.instance_ids.contains(i))
-                })
-                .collect()
-        };
-        Ok(page(matched, offset, limit))
+        let mut w = Where::default();
+        w.any_of("id IN ({})", texts(&f.ids));
+        w.any_of("source_id IN ({})", texts(&f.source_ids));
+        w.eq("name", text(&f.name));
+        w.eq("status", text(&f.status));
+        w.eq("business_status", text(&f.business_status));
+        w.eq("region_id", text(&f.region_id));
+        w.eq("job_type", f.job_type.map(Arg::Int));
+        w.any_of(
+            "id IN (SELECT job_id FROM job_settings WHERE instance_id IN ({}))",
+            texts(&f.instance_ids),
+        );
+        w.page(&self.pool, "jobs", "created_at, id", offset, limit)
+            .await
     }
 
     /// Moves a job from one of `from` to `status`/`business_status`; returns `false` when the job was not in

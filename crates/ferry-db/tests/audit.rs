@@ -3,20 +3,27 @@
 //! every kind of tampering: a changed body, a changed hash, a deleted, inserted or moved record, an
 //! edited index column and a truncated tail.
 //!
-//! Runs on SQLite; set FERRY_TEST_POSTGRES to a database URL (a fresh database: the tests assume the
-//! chain holds only their own events) to run the engine-neutral parts there too.
+//! Runs on SQLite, and on a fresh PostgreSQL database per test too when FERRY_TEST_POSTGRES names a test
+//! cluster (`common`).
+
+mod common;
 
 use ferry_db::*;
 use serde_json::{Value, json};
 use sqlx::AnyPool;
 
-/// A fresh SQLite database, its URL (for a second, raw connection that plays the attacker) and the
-/// temp dir keeping it alive.
-async fn sqlite() -> (Db, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("t.db");
-    let db = Db::open_sqlite(&path).await.expect("open sqlite");
-    (db, format!("sqlite://{}", path.display()), dir)
+/// Fresh databases on every configured engine (`common`), each with its URL (for a second, raw
+/// connection that plays the attacker).
+async fn engines() -> Vec<(String, Db, String, common::Keep)> {
+    let mut out = Vec::new();
+    for (engine, db, keep) in common::engines().await {
+        let url = match &keep {
+            common::Keep::Sqlite(dir) => format!("sqlite://{}", dir.path().join("t.db").display()),
+            common::Keep::Postgres(pg) => pg.url.clone(),
+        };
+        out.push((engine, db, url, keep));
+    }
+    out
 }
 
 async fn raw(url: &str) -> AnyPool {
@@ -90,77 +97,81 @@ fn kinds(r: &AuditReport) -> Vec<(i64, AuditProblemKind)> {
 
 #[tokio::test]
 async fn appends_chain_and_move_the_head() {
-    let (db, _, _dir) = sqlite().await;
-    assert_eq!(db.audit_head().await.expect("head"), None);
-    let empty = db.audit_verify(&[]).await.expect("verify");
-    assert!(empty.is_ok() && empty.count == 0 && empty.head.is_none());
+    for (engine, db, _url, _keep) in engines().await {
+        eprintln!("engine: {engine}");
+        assert_eq!(db.audit_head().await.expect("head"), None);
+        let empty = db.audit_verify(&[]).await.expect("verify");
+        assert!(empty.is_ok() && empty.count == 0 && empty.head.is_none());
 
-    let recs = fill(&db, 5).await;
-    assert_eq!(recs[0].seq, 1);
-    assert_eq!(recs[0].prev_hash, AUDIT_GENESIS_HASH);
-    for w in recs.windows(2) {
-        assert_eq!(w[1].seq, w[0].seq + 1);
-        assert_eq!(w[1].prev_hash, w[0].hash);
-    }
-    for r in &recs {
+        let recs = fill(&db, 5).await;
+        assert_eq!(recs[0].seq, 1);
+        assert_eq!(recs[0].prev_hash, AUDIT_GENESIS_HASH);
+        for w in recs.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq + 1);
+            assert_eq!(w[1].prev_hash, w[0].hash);
+        }
+        for r in &recs {
+            assert_eq!(
+                r.hash,
+                audit_hash(&r.prev_hash, r.seq, r.index.event_time, &r.body)
+            );
+            let v: Value = serde_json::from_str(&r.body).expect("JSON body");
+            assert_eq!(canonical_json(&v), r.body);
+        }
+        assert_eq!(recs[2].index.user_name.as_deref(), Some("bob"));
+        assert_eq!(recs[2].index.event_time, T0 + 3);
+        let head = db.audit_head().await.expect("head").expect("set");
+        assert_eq!(head, AuditAnchor::new(5, &recs[4].hash));
         assert_eq!(
-            r.hash,
-            audit_hash(&r.prev_hash, r.seq, r.event_time, &r.body)
+            db.audit_scan(2, 2).await.expect("scan"),
+            recs[1..3].to_vec()
         );
-        let v: Value = serde_json::from_str(&r.body).expect("JSON body");
-        assert_eq!(canonical_json(&v), r.body);
+
+        let report = db.audit_verify(&[]).await.expect("verify");
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert_eq!(report.count, 5);
+        assert_eq!(report.head, Some(head));
+
+        // An event the index cannot be built from is refused, and nothing is written.
+        let err = db
+            .audit_append(&json!({"eventId": "x"}))
+            .await
+            .expect_err("incomplete event");
+        assert!(err.to_string().contains("eventTime"), "{err}");
+        assert_eq!(db.audit_scan(1, 100).await.expect("scan").len(), 5);
     }
-    assert_eq!(recs[2].user_name.as_deref(), Some("bob"));
-    assert_eq!(recs[2].event_time, T0 + 3);
-    let head = db.audit_head().await.expect("head").expect("set");
-    assert_eq!(head, AuditAnchor::new(5, &recs[4].hash));
-    assert_eq!(
-        db.audit_scan(2, 2).await.expect("scan"),
-        recs[1..3].to_vec()
-    );
-
-    let report = db.audit_verify(&[]).await.expect("verify");
-    assert!(report.is_ok(), "{:?}", report.problems);
-    assert_eq!(report.count, 5);
-    assert_eq!(report.head, Some(head));
-
-    // An event the index cannot be built from is refused, and nothing is written.
-    let err = db
-        .audit_append(&json!({"eventId": "x"}))
-        .await
-        .expect_err("incomplete event");
-    assert!(err.to_string().contains("eventTime"), "{err}");
-    assert_eq!(db.audit_scan(1, 100).await.expect("scan").len(), 5);
 }
 
 #[tokio::test]
 async fn concurrent_appenders_in_two_pools_never_fork_the_chain() {
-    let (db, url, _dir) = sqlite().await;
-    // A second pool on the same file stands in for a second server process.
-    let other = Db::open(&url).await.expect("second pool");
-    let mut tasks = Vec::new();
-    for t in 0..8i64 {
-        let db = if t % 2 == 0 {
-            db.clone()
-        } else {
-            other.clone()
-        };
-        tasks.push(tokio::spawn(async move {
-            for i in 0..15i64 {
-                let n = t * 100 + i;
-                db.audit_append(&event(n, "StartReplicationJob", "alice", T0 + n))
-                    .await
-                    .expect("concurrent append");
-            }
-        }));
+    for (engine, db, url, _keep) in engines().await {
+        eprintln!("engine: {engine}");
+        // A second pool on the same file stands in for a second server process.
+        let other = Db::open(&url).await.expect("second pool");
+        let mut tasks = Vec::new();
+        for t in 0..8i64 {
+            let db = if t % 2 == 0 {
+                db.clone()
+            } else {
+                other.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                for i in 0..15i64 {
+                    let n = t * 100 + i;
+                    db.audit_append(&event(n, "StartReplicationJob", "alice", T0 + n))
+                        .await
+                        .expect("concurrent append");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let report = db.audit_verify(&[]).await.expect("verify");
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert_eq!(report.count, 120);
+        assert_eq!(report.head.map(|h| h.seq), Some(120));
     }
-    for t in tasks {
-        t.await.expect("task");
-    }
-    let report = db.audit_verify(&[]).await.expect("verify");
-    assert!(report.is_ok(), "{:?}", report.problems);
-    assert_eq!(report.count, 120);
-    assert_eq!(report.head.map(|h| h.seq), Some(120));
 }
 
 async fn lookup_all(db: &Db, q: &AuditQuery, page: i64, dir: AuditDirection) -> Vec<i64> {
@@ -180,96 +191,116 @@ async fn lookup_all(db: &Db, q: &AuditQuery, page: i64, dir: AuditDirection) -> 
 
 #[tokio::test]
 async fn lookups_filter_window_and_page() {
-    let (db, _, _dir) = sqlite().await;
-    fill(&db, 30).await;
-    let all = AuditQuery {
-        attributes: vec![],
-        start: T0,
-        end: T0 + 1000,
-    };
-    let forward = lookup_all(&db, &all, 7, AuditDirection::Forward).await;
-    assert_eq!(forward, (1..=30).collect::<Vec<_>>());
-    let backward = lookup_all(&db, &all, 4, AuditDirection::Backward).await;
-    assert_eq!(backward, (1..=30).rev().collect::<Vec<_>>());
-    // Exactly one page: no cursor.
-    let p = db
-        .audit_lookup(&all, 30, None, AuditDirection::Backward)
-        .await
-        .expect("lookup");
-    assert_eq!((p.records.len(), p.next_seq), (30, None));
-
-    // Window bounds are inclusive.
-    let window = AuditQuery {
-        attributes: vec![],
-        start: T0 + 10,
-        end: T0 + 12,
-    };
-    assert_eq!(
-        lookup_all(&db, &window, 50, AuditDirection::Forward).await,
-        [10, 11, 12]
-    );
-
-    // Two attributes: both must match; exact and case-sensitive.
-    let q = AuditQuery {
-        attributes: vec![
-            (AuditKey::User, "bob".into()),
-            (AuditKey::EventName, "StartReplicationJob".into()),
-        ],
-        start: T0,
-        end: T0 + 1000,
-    };
-    assert_eq!(
-        lookup_all(&db, &q, 2, AuditDirection::Forward).await,
-        [3, 9, 15, 21, 27]
-    );
-    let q = AuditQuery {
-        attributes: vec![(AuditKey::User, "Bob".into())],
-        start: T0,
-        end: T0 + 1000,
-    };
-    assert!(
-        lookup_all(&db, &q, 10, AuditDirection::Forward)
+    for (engine, db, _url, _keep) in engines().await {
+        eprintln!("engine: {engine}");
+        fill(&db, 30).await;
+        let all = AuditQuery {
+            attributes: vec![],
+            start: T0,
+            end: T0 + 1000,
+        };
+        let forward = lookup_all(&db, &all, 7, AuditDirection::Forward).await;
+        assert_eq!(forward, (1..=30).collect::<Vec<_>>());
+        let backward = lookup_all(&db, &all, 4, AuditDirection::Backward).await;
+        assert_eq!(backward, (1..=30).rev().collect::<Vec<_>>());
+        // Exactly one page: no cursor.
+        let p = db
+            .audit_lookup(&all, 30, None, AuditDirection::Backward)
             .await
-            .is_empty()
-    );
-    for (key, value, want) in [
-        (AuditKey::EventId, "E-00004", vec![4]),
-        (AuditKey::ResourceName, "j-7", vec![7]),
-        (
-            AuditKey::EventAccessKeyId,
-            "LTAI-bob",
-            vec![3, 6, 9, 12, 15, 18, 21, 24, 27, 30],
-        ),
-        (AuditKey::EventRw, "Read", (1..=15).map(|i| i * 2).collect()),
-    ] {
+            .expect("lookup");
+        assert_eq!((p.records.len(), p.next_seq), (30, None));
+
+        // Window bounds are inclusive.
+        let window = AuditQuery {
+            attributes: vec![],
+            start: T0 + 10,
+            end: T0 + 12,
+        };
+        assert_eq!(
+            lookup_all(&db, &window, 50, AuditDirection::Forward).await,
+            [10, 11, 12]
+        );
+
+        // Two attributes: both must match; exact and case-sensitive.
         let q = AuditQuery {
-            attributes: vec![(key, value.into())],
+            attributes: vec![
+                (AuditKey::User, "bob".into()),
+                (AuditKey::EventName, "StartReplicationJob".into()),
+            ],
             start: T0,
             end: T0 + 1000,
         };
         assert_eq!(
-            lookup_all(&db, &q, 3, AuditDirection::Forward).await,
-            want,
-            "{key:?}={value}"
+            lookup_all(&db, &q, 2, AuditDirection::Forward).await,
+            [3, 9, 15, 21, 27]
         );
+        let q = AuditQuery {
+            attributes: vec![(AuditKey::User, "Bob".into())],
+            start: T0,
+            end: T0 + 1000,
+        };
+        assert!(
+            lookup_all(&db, &q, 10, AuditDirection::Forward)
+                .await
+                .is_empty()
+        );
+        for (key, value, want) in [
+            (AuditKey::EventId, "E-00004", vec![4]),
+            (AuditKey::ResourceName, "j-7", vec![7]),
+            (
+                AuditKey::EventAccessKeyId,
+                "LTAI-bob",
+                vec![3, 6, 9, 12, 15, 18, 21, 24, 27, 30],
+            ),
+            (AuditKey::EventRw, "Read", (1..=15).map(|i| i * 2).collect()),
+        ] {
+            let q = AuditQuery {
+                attributes: vec![(key, value.into())],
+                start: T0,
+                end: T0 + 1000,
+            };
+            assert_eq!(
+                lookup_all(&db, &q, 3, AuditDirection::Forward).await,
+                want,
+                "{key:?}={value}"
+            );
+        }
+        for key in AuditKey::ALL {
+            assert_eq!(AuditKey::parse(key.name()), Some(key));
+        }
+        assert_eq!(AuditKey::parse("eventname"), None);
     }
-    for key in AuditKey::ALL {
-        assert_eq!(AuditKey::parse(key.name()), Some(key));
-    }
-    assert_eq!(AuditKey::parse("eventname"), None);
 }
 
 /// A verified chain of 10 records and a raw connection to damage it.
+///
+/// Runs on every engine and insists that they all find the same problems; returns the first engine's result.
 async fn damaged(sql: &[&str]) -> (AuditReport, Vec<AuditRecord>) {
-    let (db, url, _dir) = sqlite().await;
-    let recs = fill(&db, 10).await;
-    assert!(db.audit_verify(&[]).await.expect("verify").is_ok());
-    let pool = raw(&url).await;
-    for s in sql {
-        exec(&pool, s).await;
+    let mut results: Vec<(String, AuditReport, Vec<AuditRecord>)> = Vec::new();
+    for (engine, db, url, _keep) in engines().await {
+        let recs = fill(&db, 10).await;
+        assert!(
+            db.audit_verify(&[]).await.expect("verify").is_ok(),
+            "{engine}"
+        );
+        let pool = raw(&url).await;
+        for s in sql {
+            exec(&pool, s).await;
+        }
+        pool.close().await;
+        let report = db.audit_verify(&[]).await.expect("verify");
+        results.push((engine, report, recs));
     }
-    pool.close().await;
-    (db.audit_verify(&[]).await.expect("verify"), recs)
+    for (engine, report, _) in &results[1..] {
+        assert_eq!(
+            kinds(report),
+            kinds(&results[0].1),
+            "{engine} and {} disagree",
+            results[0].0
+        );
+    }
+    let (_, report, recs) = results.swap_remove(0);
+    (report, recs)
 }
 
 #[tokio::test]
@@ -289,29 +320,31 @@ async fn a_changed_body_is_found() {
 #[tokio::test]
 async fn a_changed_body_with_a_recomputed_hash_breaks_the_next_link() {
     // The attacker fixes record 4's own hash (it is unkeyed) but not record 5's prev_hash.
-    let (db, url, _dir) = sqlite().await;
-    let recs = fill(&db, 10).await;
-    let r4 = &recs[3];
-    // A field that is not an index column, so that only the chain can tell.
-    let body = r4
-        .body
-        .replace("\"eventVersion\":\"1\"", "\"eventVersion\":\"9\"");
-    assert_ne!(body, r4.body);
-    let hash = audit_hash(&r4.prev_hash, 4, r4.event_time, &body);
-    let pool = raw(&url).await;
-    sqlx::query("UPDATE audit_events SET body = $1, hash = $2 WHERE seq = 4")
-        .bind(&body)
-        .bind(&hash)
-        .execute(&pool)
-        .await
-        .expect("tamper");
-    let r = db.audit_verify(&[]).await.expect("verify");
-    assert_eq!(
-        kinds(&r),
-        [(5, AuditProblemKind::PrevHashMismatch)],
-        "{:?}",
-        r.problems
-    );
+    for (engine, db, url, _keep) in engines().await {
+        eprintln!("engine: {engine}");
+        let recs = fill(&db, 10).await;
+        let r4 = &recs[3];
+        // A field that is not an index column, so that only the chain can tell.
+        let body = r4
+            .body
+            .replace("\"eventVersion\":\"1\"", "\"eventVersion\":\"9\"");
+        assert_ne!(body, r4.body);
+        let hash = audit_hash(&r4.prev_hash, 4, r4.index.event_time, &body);
+        let pool = raw(&url).await;
+        sqlx::query("UPDATE audit_events SET body = $1, hash = $2 WHERE seq = 4")
+            .bind(&body)
+            .bind(&hash)
+            .execute(&pool)
+            .await
+            .expect("tamper");
+        let r = db.audit_verify(&[]).await.expect("verify");
+        assert_eq!(
+            kinds(&r),
+            [(5, AuditProblemKind::PrevHashMismatch)],
+            "{:?}",
+            r.problems
+        );
+    }
 }
 
 #[tokio::test]
@@ -347,19 +380,20 @@ async fn a_deleted_middle_record_is_found() {
 async fn an_inserted_record_is_found() {
     // Make room after record 3 by renumbering 4..=10 (highest first, so the key stays unique), then
     // insert a forged record 4 that links correctly to record 3.
-    let (db, url, _dir) = sqlite().await;
-    let recs = fill(&db, 10).await;
-    let pool = raw(&url).await;
-    for seq in (4..=10).rev() {
-        exec(
-            &pool,
-            &format!("UPDATE audit_events SET seq = seq + 1 WHERE seq = {seq}"),
-        )
-        .await;
-    }
-    let forged = canonical_json(&event(99, "DeleteReplicationJob", "mallory", T0 + 3));
-    let hash = audit_hash(&recs[2].hash, 4, T0 + 3, &forged);
-    sqlx::query(
+    for (engine, db, url, _keep) in engines().await {
+        eprintln!("engine: {engine}");
+        let recs = fill(&db, 10).await;
+        let pool = raw(&url).await;
+        for seq in (4..=10).rev() {
+            exec(
+                &pool,
+                &format!("UPDATE audit_events SET seq = seq + 1 WHERE seq = {seq}"),
+            )
+            .await;
+        }
+        let forged = canonical_json(&event(99, "DeleteReplicationJob", "mallory", T0 + 3));
+        let hash = audit_hash(&recs[2].hash, 4, T0 + 3, &forged);
+        sqlx::query(
         "INSERT INTO audit_events (seq, chain_version, event_id, event_time, event_name, service_name, \
          event_type, event_rw, access_key_id, user_name, role_name, source_ip, error_code, resource_type, \
          resource_name, request_id, body, prev_hash, hash) VALUES (4, 1, 'E-00099', $1, \
@@ -373,17 +407,18 @@ async fn an_inserted_record_is_found() {
     .execute(&pool)
     .await
     .expect("insert forged record");
-    let r = db.audit_verify(&[]).await.expect("verify");
-    let k = kinds(&r);
-    // The forged record itself is consistent; the record after it is not (its seq is in its hash, and
-    // its prev_hash names record 3), and the head anchor now names a record whose hash differs.
-    assert!(!k.iter().any(|(s, _)| *s == 4), "{k:?}");
-    assert!(k.contains(&(5, AuditProblemKind::HashMismatch)), "{k:?}");
-    assert!(
-        k.contains(&(5, AuditProblemKind::PrevHashMismatch)),
-        "{k:?}"
-    );
-    assert!(k.contains(&(10, AuditProblemKind::AnchorMismatch)), "{k:?}");
+        let r = db.audit_verify(&[]).await.expect("verify");
+        let k = kinds(&r);
+        // The forged record itself is consistent; the record after it is not (its seq is in its hash, and
+        // its prev_hash names record 3), and the head anchor now names a record whose hash differs.
+        assert!(!k.iter().any(|(s, _)| *s == 4), "{k:?}");
+        assert!(k.contains(&(5, AuditProblemKind::HashMismatch)), "{k:?}");
+        assert!(
+            k.contains(&(5, AuditProblemKind::PrevHashMismatch)),
+            "{k:?}"
+        );
+        assert!(k.contains(&(10, AuditProblemKind::AnchorMismatch)), "{k:?}");
+    }
 }
 
 #[tokio::test]
@@ -429,47 +464,49 @@ async fn a_truncated_tail_is_found_by_the_head_anchor() {
 
 #[tokio::test]
 async fn a_truncated_tail_with_a_forged_head_is_found_by_an_outside_anchor() {
-    let (db, url, _dir) = sqlite().await;
-    let recs = fill(&db, 10).await;
-    let outside = AuditAnchor::new(10, &recs[9].hash);
-    let pool = raw(&url).await;
-    exec(&pool, "DELETE FROM audit_events WHERE seq > 7").await;
-    let forged = serde_json::to_string(&AuditAnchor::new(7, &recs[6].hash)).expect("json");
-    sqlx::query("UPDATE meta SET value = $1 WHERE key = 'audit_head'")
-        .bind(forged)
-        .execute(&pool)
-        .await
-        .expect("forge head");
-    assert!(
-        db.audit_verify(&[]).await.expect("verify").is_ok(),
-        "the chain alone cannot tell"
-    );
-    let r = db
-        .audit_verify(&[("audit-head.json".to_owned(), outside.clone())])
-        .await
-        .expect("verify");
-    assert_eq!(
-        kinds(&r),
-        [(10, AuditProblemKind::Truncated)],
-        "{:?}",
-        r.problems
-    );
-    assert!(r.problems[0].detail.contains("audit-head.json"));
+    for (engine, db, url, _keep) in engines().await {
+        eprintln!("engine: {engine}");
+        let recs = fill(&db, 10).await;
+        let outside = AuditAnchor::new(10, &recs[9].hash);
+        let pool = raw(&url).await;
+        exec(&pool, "DELETE FROM audit_events WHERE seq > 7").await;
+        let forged = serde_json::to_string(&AuditAnchor::new(7, &recs[6].hash)).expect("json");
+        sqlx::query("UPDATE meta SET value = $1 WHERE key = 'audit_head'")
+            .bind(forged)
+            .execute(&pool)
+            .await
+            .expect("forge head");
+        assert!(
+            db.audit_verify(&[]).await.expect("verify").is_ok(),
+            "the chain alone cannot tell"
+        );
+        let r = db
+            .audit_verify(&[("audit-head.json".to_owned(), outside.clone())])
+            .await
+            .expect("verify");
+        assert_eq!(
+            kinds(&r),
+            [(10, AuditProblemKind::Truncated)],
+            "{:?}",
+            r.problems
+        );
+        assert!(r.problems[0].detail.contains("audit-head.json"));
 
-    // An outside anchor that lags the head (the server crashed before rewriting it) is fine.
-    let lagging = AuditAnchor::new(5, &recs[4].hash);
-    let r = db
-        .audit_verify(&[("lagging".to_owned(), lagging)])
-        .await
-        .expect("verify");
-    assert!(r.is_ok(), "{:?}", r.problems);
-    // A rewritten chain does not match the outside anchor's hash.
-    let wrong = AuditAnchor::new(5, &recs[3].hash);
-    let r = db
-        .audit_verify(&[("copy".to_owned(), wrong)])
-        .await
-        .expect("verify");
-    assert_eq!(kinds(&r), [(5, AuditProblemKind::AnchorMismatch)]);
+        // An outside anchor that lags the head (the server crashed before rewriting it) is fine.
+        let lagging = AuditAnchor::new(5, &recs[4].hash);
+        let r = db
+            .audit_verify(&[("lagging".to_owned(), lagging)])
+            .await
+            .expect("verify");
+        assert!(r.is_ok(), "{:?}", r.problems);
+        // A rewritten chain does not match the outside anchor's hash.
+        let wrong = AuditAnchor::new(5, &recs[3].hash);
+        let r = db
+            .audit_verify(&[("copy".to_owned(), wrong)])
+            .await
+            .expect("verify");
+        assert_eq!(kinds(&r), [(5, AuditProblemKind::AnchorMismatch)]);
+    }
 }
 
 #[tokio::test]
@@ -485,9 +522,13 @@ async fn a_deleted_head_anchor_is_found() {
 
 #[tokio::test]
 async fn postgres_chain_when_configured() {
-    let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") else {
+    let Some(pg) = common::postgres().await else {
+        eprintln!(
+            "FERRY_TEST_POSTGRES is not set: the PostgreSQL-only concurrency test is skipped"
+        );
         return;
     };
+    let url = pg.url.clone();
     let db = Db::open(&url).await.expect("open postgres");
     let before = db.audit_verify(&[]).await.expect("verify").count;
     let other = Db::open(&url).await.expect("second pool");

@@ -1,27 +1,13 @@
-//! Storage tests of workgroups and tags. They run against SQLite, and against PostgreSQL too when
-//! FERRY_TEST_POSTGRES holds a database URL; IDs carry a per-run suffix so that runs sharing a PostgreSQL
-//! database do not see each other's rows.
+//! Storage tests of workgroups and tags. They run against SQLite, and against a fresh PostgreSQL database
+//! per test too when FERRY_TEST_POSTGRES names a test cluster (`common`). IDs still carry a per-run suffix,
+//! which keeps the tests correct on a shared database as well.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ferry_db::*;
+mod common;
 
-async fn engines() -> Vec<(String, Db)> {
-    let dir = tempfile::tempdir().expect("tempdir").keep();
-    let mut dbs = vec![(
-        "sqlite".to_owned(),
-        Db::open_sqlite(&dir.join("t.db"))
-            .await
-            .expect("open sqlite"),
-    )];
-    if let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") {
-        dbs.push((
-            "postgres".to_owned(),
-            Db::open(&url).await.expect("open postgres"),
-        ));
-    }
-    dbs
-}
+use common::engines;
+use ferry_db::*;
 
 /// A suffix unique to this process and call, for IDs in a possibly shared database.
 fn uniq() -> String {
@@ -90,7 +76,7 @@ fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn a_client_token_creates_one_workgroup() {
-    for (engine, db) in engines().await {
+    for (engine, db, _keep) in engines().await {
         let u = uniq();
         let token = format!("tok-{u}");
         let first = db
@@ -169,7 +155,7 @@ async fn a_client_token_creates_one_workgroup() {
 
 #[tokio::test]
 async fn a_source_belongs_to_one_workgroup_and_groups_are_bounded() {
-    for (engine, db) in engines().await {
+    for (engine, db, _keep) in engines().await {
         let u = uniq();
         let (wa, wb) = (format!("w-a{u}"), format!("w-b{u}"));
         for w in [&wa, &wb] {
@@ -277,7 +263,7 @@ async fn a_source_belongs_to_one_workgroup_and_groups_are_bounded() {
 
 #[tokio::test]
 async fn tags_are_set_bounded_filtered_paged_and_removed() {
-    for (engine, db) in engines().await {
+    for (engine, db, _keep) in engines().await {
         let u = uniq();
         let t = format!("type{u}");
         let ids: Vec<String> = (0..3).map(|i| format!("s-{i}t{u}")).collect();

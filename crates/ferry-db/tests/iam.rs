@@ -1,25 +1,11 @@
 //! The RAM/STS part of the storage suite: users, access keys, custom policies, attachments, roles and STS
-//! sessions. Runs against SQLite, and also against PostgreSQL when FERRY_TEST_POSTGRES is a database URL
-//! (use a throw-away database: the tests create rows with fixed names).
+//! sessions. Runs against SQLite, and also against a fresh PostgreSQL database per test when
+//! FERRY_TEST_POSTGRES names a test cluster (`common`).
 
+mod common;
+
+use common::engines;
 use ferry_db::*;
-
-async fn engines() -> Vec<(String, Db, tempfile::TempDir)> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sqlite = Db::open_sqlite(&dir.path().join("t.db"))
-        .await
-        .expect("open sqlite");
-    let mut dbs = vec![("sqlite".to_owned(), sqlite, dir)];
-    if let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") {
-        let pg = Db::open(&url).await.expect("open postgres");
-        dbs.push((
-            "postgres".to_owned(),
-            pg,
-            tempfile::tempdir().expect("tempdir"),
-        ));
-    }
-    dbs
-}
 
 /// A name unique to this test run, so that a shared PostgreSQL database can hold several runs.
 fn unique(prefix: &str) -> String {
@@ -94,7 +80,7 @@ fn role(name: &str) -> RoleRecord {
 
 #[tokio::test]
 async fn users_are_created_once_listed_updated_and_renamed_with_their_keys() {
-    for (engine, db, _dir) in engines().await {
+    for (engine, db, _keep) in engines().await {
         let name = unique("alice");
         assert!(
             db.user_create(&user(&name)).await.expect("create"),
@@ -185,7 +171,7 @@ async fn users_are_created_once_listed_updated_and_renamed_with_their_keys() {
 
 #[tokio::test]
 async fn a_user_has_at_most_the_key_limit_and_keys_are_scoped_to_their_owner() {
-    for (engine, db, _dir) in engines().await {
+    for (engine, db, _keep) in engines().await {
         let name = unique("carol");
         let (k1, k2, k3) = (unique("k1"), unique("k2"), unique("k3"));
         assert_eq!(
@@ -261,7 +247,7 @@ async fn a_user_has_at_most_the_key_limit_and_keys_are_scoped_to_their_owner() {
 
 #[tokio::test]
 async fn users_and_policies_are_only_deleted_when_nothing_refers_to_them() {
-    for (engine, db, _dir) in engines().await {
+    for (engine, db, _keep) in engines().await {
         let name = unique("dave");
         let kid = unique("kd");
         let pol = unique("pol");
@@ -362,7 +348,7 @@ async fn users_and_policies_are_only_deleted_when_nothing_refers_to_them() {
 
 #[tokio::test]
 async fn attachments_need_an_existing_principal_and_custom_policy() {
-    for (engine, db, _dir) in engines().await {
+    for (engine, db, _keep) in engines().await {
         let ghost = unique("ghost");
         let pol = unique("pol");
         let att = attachment(PRINCIPAL_USER, &ghost, POLICY_SYSTEM, "AdministratorAccess");
@@ -400,7 +386,7 @@ async fn attachments_need_an_existing_principal_and_custom_policy() {
 
 #[tokio::test]
 async fn policy_documents_can_be_replaced() {
-    for (engine, db, _dir) in engines().await {
+    for (engine, db, _keep) in engines().await {
         let pol = unique("pol");
         assert!(db.policy_create(&policy(&pol)).await.expect("create"));
         assert!(
@@ -434,7 +420,7 @@ async fn policy_documents_can_be_replaced() {
 
 #[tokio::test]
 async fn roles_and_their_sessions_are_deleted_together() {
-    for (engine, db, _dir) in engines().await {
+    for (engine, db, _keep) in engines().await {
         let r = unique("ops");
         assert!(db.role_create(&role(&r)).await.expect("create"));
         assert!(!db.role_create(&role(&r)).await.expect("dup"), "{engine}");
@@ -501,7 +487,7 @@ async fn roles_and_their_sessions_are_deleted_together() {
 
 #[tokio::test]
 async fn expired_sts_sessions_are_purged() {
-    for (engine, db, _dir) in engines().await {
+    for (engine, db, _keep) in engines().await {
         let t = now();
         let mk = |id: &str, expires_at: i64| StsSessionRecord {
             access_key_id: id.into(),

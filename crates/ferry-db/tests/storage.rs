@@ -1,24 +1,11 @@
-//! The storage test suite. It runs against SQLite here; the same functions are meant to run against
-//! PostgreSQL (set FERRY_TEST_POSTGRES to a database URL), so they only use the data-access layer.
+//! The storage test suite: every test runs against SQLite and, when FERRY_TEST_POSTGRES names a test
+//! cluster (`scripts/pg-test.sh`), against a fresh PostgreSQL database too (`common`), through the
+//! data-access layer only.
 
+mod common;
+
+use common::engines;
 use ferry_db::*;
-
-async fn engines() -> Vec<(String, Db)> {
-    let dir = tempfile::tempdir().expect("tempdir").keep();
-    let mut dbs = vec![(
-        "sqlite".to_owned(),
-        Db::open_sqlite(&dir.join("t.db"))
-            .await
-            .expect("open sqlite"),
-    )];
-    if let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") {
-        dbs.push((
-            "postgres".to_owned(),
-            Db::open(&url).await.expect("open postgres"),
-        ));
-    }
-    dbs
-}
 
 fn code(id: &str, max: i64, created_at: i64) -> ActivationCodeRecord {
     ActivationCodeRecord {
@@ -85,7 +72,7 @@ fn job(id: &str, source_id: &str) -> JobRecord {
 
 #[tokio::test]
 async fn activation_code_uses_are_counted_and_bounded() {
-    for (engine, db) in engines().await {
+    for (engine, db, _keep) in engines().await {
         db.activation_code_create(&code("at-a", 1, now()))
             .await
             .expect("create");
@@ -143,7 +130,7 @@ async fn activation_code_uses_are_counted_and_bounded() {
 
 #[tokio::test]
 async fn a_source_has_at_most_one_open_job() {
-    for (engine, db) in engines().await {
+    for (engine, db, _keep) in engines().await {
         db.activation_code_create(&code("at-a", 5, now()))
             .await
             .expect("create");
@@ -203,7 +190,7 @@ async fn a_source_has_at_most_one_open_job() {
 
 #[tokio::test]
 async fn snapshot_commit_is_idempotent_per_run_and_disk() {
-    for (engine, db) in engines().await {
+    for (engine, db, _keep) in engines().await {
         let snap = |id: &str, root: &str| SnapshotRecord {
             id: id.into(),
             run_id: "r-1".into(),
@@ -237,7 +224,7 @@ async fn snapshot_commit_is_idempotent_per_run_and_disk() {
 
 #[tokio::test]
 async fn a_nonce_is_accepted_once() {
-    for (engine, db) in engines().await {
+    for (engine, db, _keep) in engines().await {
         assert!(
             db.nonce_use("k:n1", now() + 1800).await.expect("nonce"),
             "{engine}"

@@ -70,10 +70,7 @@ impl PolicyDocument {
     /// Errors: a [`PolicyError`] whose text is the `MalformedPolicyDocument` message: it names the
     /// statement index and field that is wrong and says what a valid value looks like.
     pub fn parse(json: &str) -> Result<PolicyDocument, PolicyError> {
-        let statements = parse_root(json)?;
-        let mut out = Vec::with_capacity(statements.len());
-        for (index, st) in statements.iter().enumerate() {
-            let obj = statement_object(st, index)?;
+        let statements = parse_statements(json, |index, obj| {
             for key in obj.keys() {
                 match key.as_str() {
                     "Effect" | "Action" | "Resource" | "Condition" => {}
@@ -100,21 +97,14 @@ impl PolicyDocument {
                     }
                 }
             }
-            let effect = parse_effect(obj, index)?;
-            let actions = string_list(obj, index, "Action", ActionPattern::parse)?;
-            let resources = string_list(obj, index, "Resource", ResourcePattern::parse)?;
-            let conditions = match obj.get("Condition") {
-                Some(c) => Conditions::parse(c, index)?,
-                None => Conditions::default(),
-            };
-            out.push(Statement {
-                effect,
-                actions,
-                resources,
-                conditions,
-            });
-        }
-        let doc = PolicyDocument { statements: out };
+            Ok(Statement {
+                effect: parse_effect(obj, index)?,
+                actions: string_list(obj, index, "Action", ActionPattern::parse)?,
+                resources: string_list(obj, index, "Resource", ResourcePattern::parse)?,
+                conditions: optional_conditions(obj, index)?,
+            })
+        })?;
+        let doc = PolicyDocument { statements };
         check_size(&doc.to_json())?;
         Ok(doc)
     }
@@ -123,25 +113,49 @@ impl PolicyDocument {
     /// Effect, Action, Resource, Condition; single values stay single and lists stay lists, as written.
     /// Parsing the result gives an equal document.
     pub fn to_json(&self) -> String {
-        let mut out = String::from("{\"Version\":\"1\",\"Statement\":[");
-        for (i, st) in self.statements.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"Effect\":");
-            write_str(&mut out, st.effect.name());
-            out.push_str(",\"Action\":");
-            write_list(&mut out, &st.actions, |a| &a.text);
+        write_statements(&self.statements, |out, st| {
+            write_head(out, st.effect, &st.actions, |a| &a.text);
             out.push_str(",\"Resource\":");
-            write_list(&mut out, &st.resources, |r| &r.text);
-            if !st.conditions.is_empty() {
-                out.push_str(",\"Condition\":");
-                st.conditions.write_json(&mut out);
-            }
-            out.push('}');
+            write_list(out, &st.resources, |r| &r.text);
+            write_conditions(out, &st.conditions);
+        })
+    }
+}
+
+/// Writes the canonical form shared by permission and trust policies: `{"Version":"1","Statement":[…]}`
+/// with each statement's fields written by `fields` between its braces.
+pub(crate) fn write_statements<S>(statements: &[S], fields: impl Fn(&mut String, &S)) -> String {
+    let mut out = String::from("{\"Version\":\"1\",\"Statement\":[");
+    for (i, st) in statements.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        out.push_str("]}");
-        out
+        out.push('{');
+        fields(&mut out, st);
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
+}
+
+/// Writes the first fields of every statement: `"Effect":…,"Action":…`.
+pub(crate) fn write_head<T>(
+    out: &mut String,
+    effect: Effect,
+    actions: &List<T>,
+    text: impl Fn(&T) -> &String,
+) {
+    out.push_str("\"Effect\":");
+    write_str(out, effect.name());
+    out.push_str(",\"Action\":");
+    write_list(out, actions, text);
+}
+
+/// Writes `,"Condition":…` when a statement has conditions (the field is left out otherwise).
+pub(crate) fn write_conditions(out: &mut String, conditions: &Conditions) {
+    if !conditions.is_empty() {
+        out.push_str(",\"Condition\":");
+        conditions.write_json(out);
     }
 }
 
@@ -177,7 +191,7 @@ pub(crate) fn check_size(canonical: &str) -> Result<(), PolicyError> {
 
 /// Checks the envelope shared by permission and trust policies and returns the statements:
 /// size, JSON, a top-level object with exactly `Version` "1" and a non-empty `Statement` array.
-pub(crate) fn parse_root(json: &str) -> Result<Vec<Value>, PolicyError> {
+fn parse_root(json: &str) -> Result<Vec<Value>, PolicyError> {
     if json.len() > MAX_RAW_BYTES {
         return Err(PolicyError::TooLarge {
             size: json.len(),
@@ -234,10 +248,32 @@ pub(crate) fn parse_root(json: &str) -> Result<Vec<Value>, PolicyError> {
     }
 }
 
-pub(crate) fn statement_object(
-    v: &Value,
+/// Parses the statements of a permission or trust policy: the shared envelope ([`parse_root`]), then
+/// each statement, which must be an object, by `statement` with its index.
+pub(crate) fn parse_statements<S>(
+    json: &str,
+    statement: impl Fn(usize, &Map<String, Value>) -> Result<S, PolicyError>,
+) -> Result<Vec<S>, PolicyError> {
+    let statements = parse_root(json)?;
+    let mut out = Vec::with_capacity(statements.len());
+    for (index, st) in statements.iter().enumerate() {
+        out.push(statement(index, statement_object(st, index)?)?);
+    }
+    Ok(out)
+}
+
+/// A statement's optional `Condition` block; none means no conditions.
+pub(crate) fn optional_conditions(
+    obj: &Map<String, Value>,
     index: usize,
-) -> Result<&Map<String, Value>, PolicyError> {
+) -> Result<Conditions, PolicyError> {
+    match obj.get("Condition") {
+        Some(c) => Conditions::parse(c, index),
+        None => Ok(Conditions::default()),
+    }
+}
+
+fn statement_object(v: &Value, index: usize) -> Result<&Map<String, Value>, PolicyError> {
     match v {
         Value::Object(o) => Ok(o),
         other => Err(PolicyError::statement(

@@ -22,8 +22,8 @@ use crate::condition::Conditions;
 use crate::error::{PolicyError, json_type};
 use crate::pattern::split_arn;
 use crate::policy::{
-    Effect, List, check_size, parse_effect, parse_root, statement_object, string_list,
-    unknown_field, write_list, write_str,
+    Effect, List, check_size, optional_conditions, parse_effect, parse_statements, string_list,
+    unknown_field, write_conditions, write_head, write_list, write_statements,
 };
 
 /// The one action a trust policy may name.
@@ -140,10 +140,7 @@ impl TrustPolicy {
     /// Errors: a [`PolicyError`] naming the statement and field, used as the `MalformedPolicyDocument`
     /// message.
     pub fn parse(json: &str) -> Result<TrustPolicy, PolicyError> {
-        let statements = parse_root(json)?;
-        let mut out = Vec::with_capacity(statements.len());
-        for (index, st) in statements.iter().enumerate() {
-            let obj = statement_object(st, index)?;
+        let statements = parse_statements(json, |index, obj| {
             for key in obj.keys() {
                 match key.as_str() {
                     "Effect" | "Action" | "Principal" | "Condition" => {}
@@ -174,19 +171,15 @@ impl TrustPolicy {
                 }
             })?;
             let (ram, service) = parse_principal(obj, index)?;
-            let conditions = match obj.get("Condition") {
-                Some(c) => Conditions::parse(c, index)?,
-                None => Conditions::default(),
-            };
-            out.push(TrustStatement {
+            Ok(TrustStatement {
                 effect,
                 actions,
                 ram,
                 service,
-                conditions,
-            });
-        }
-        let policy = TrustPolicy { statements: out };
+                conditions: optional_conditions(obj, index)?,
+            })
+        })?;
+        let policy = TrustPolicy { statements };
         check_size(&policy.to_json())?;
         Ok(policy)
     }
@@ -194,36 +187,23 @@ impl TrustPolicy {
     /// The trust policy re-serialized canonically (no whitespace; fields in the order Version, Statement
     /// and Effect, Action, Principal {RAM, Service}, Condition; shapes kept as written).
     pub fn to_json(&self) -> String {
-        let mut out = String::from("{\"Version\":\"1\",\"Statement\":[");
-        for (i, st) in self.statements.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str("{\"Effect\":");
-            write_str(&mut out, st.effect.name());
-            out.push_str(",\"Action\":");
-            write_list(&mut out, &st.actions, |a| a);
+        write_statements(&self.statements, |out, st| {
+            write_head(out, st.effect, &st.actions, |a| a);
             out.push_str(",\"Principal\":{");
             if let Some(ram) = &st.ram {
                 out.push_str("\"RAM\":");
-                write_list(&mut out, ram, |e| &e.text);
+                write_list(out, ram, |e| &e.text);
             }
             if let Some(service) = &st.service {
                 if st.ram.is_some() {
                     out.push(',');
                 }
                 out.push_str("\"Service\":");
-                write_list(&mut out, service, |s| s);
+                write_list(out, service, |s| s);
             }
             out.push('}');
-            if !st.conditions.is_empty() {
-                out.push_str(",\"Condition\":");
-                st.conditions.write_json(&mut out);
-            }
-            out.push('}');
-        }
-        out.push_str("]}");
-        out
+            write_conditions(out, &st.conditions);
+        })
     }
 
     /// May `principal_arn` assume the role under `ctx`?

@@ -6,7 +6,6 @@
 //! rejected and never damages what is already stored.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
@@ -27,6 +26,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::AppState;
 use crate::app::{OrInternal, activation, internal, jobs, secret_hash};
+use crate::ops::ChunkUpload;
 
 /// Largest chunk blob accepted (header + at most 16 MiB of payload).
 const MAX_CHUNK_BODY: usize = ferry_chunk::MAX_CHUNK_SIZE + 4096;
@@ -144,6 +144,7 @@ async fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<SourceRecord
     if !ok {
         return Err(unauthorized("wrong agent credentials"));
     }
+    tracing::Span::current().record("source_id", source.id.as_str());
     Ok(source)
 }
 
@@ -154,7 +155,9 @@ async fn run_call(
     run_id: &str,
 ) -> Result<(ferry_db::JobRecord, ferry_db::RunRecord), AgentError> {
     let source = authenticate(st, headers).await?;
-    Ok(jobs::active_run(st, &source, run_id).await?)
+    let (job, run) = jobs::active_run(st, &source, run_id).await?;
+    tracing::Span::current().record("job_id", job.id.as_str());
+    Ok((job, run))
 }
 
 async fn ca_pem(State(st): St) -> Response {
@@ -240,7 +243,12 @@ async fn heartbeat(State(st): St, headers: HeaderMap, body: Bytes) -> Result<Res
         }
         let task = jobs::task_for_source(&st, &source).await?;
         let news = task.as_ref().map(|t| &t.run_id) != current.as_ref();
-        if !req.wait || news || tokio::time::Instant::now() >= deadline {
+        // A draining server answers at once, so that the shutdown does not wait for long polls.
+        if !req.wait
+            || news
+            || tokio::time::Instant::now() >= deadline
+            || st.lifecycle.is_draining()
+        {
             break task;
         }
         tokio::select! {
@@ -302,16 +310,19 @@ async fn put_chunk(
     let (job, _run) = run_call(&st, &headers, &run_id).await?;
     let digest = parse_digest(&digest)?;
     let received = body.len() as u64;
+    // Only read once the blob verified, when the header is known to be sound.
+    let logical = |b: &Bytes| ferry_chunk::blob::peek_header(b).map_or(0, |h| u64::from(h.raw_len));
     let m = &st.metrics;
-    match st.chunks.put_verified(&digest, body).await {
+    match st.chunks.put_verified(&digest, body.clone()).await {
         Ok(outcome) => {
-            let counter = match outcome {
-                PutOutcome::Stored => &m.chunks_stored,
-                PutOutcome::AlreadyPresent => &m.chunks_duplicate,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            m.chunk_bytes_received
-                .fetch_add(received, Ordering::Relaxed);
+            match outcome {
+                PutOutcome::Stored => {
+                    m.chunk_upload(ChunkUpload::Stored, received, received, logical(&body))
+                }
+                PutOutcome::AlreadyPresent => {
+                    m.chunk_upload(ChunkUpload::Duplicate, received, 0, 0)
+                }
+            }
             if job.status_info.is_some() {
                 // A pause (e.g. a full disk) is over.
                 st.db
@@ -325,7 +336,7 @@ async fn put_chunk(
         }
         Err(e) => {
             if matches!(e, ChunkStoreError::Rejected { .. }) {
-                m.chunks_rejected.fetch_add(1, Ordering::Relaxed);
+                m.chunk_upload(ChunkUpload::Rejected, received, 0, 0);
             }
             let err = store_error(e);
             if err.status == 507 {
@@ -359,7 +370,23 @@ async fn put_index(
             format!("index rejected: {e}"),
         ))
     })?;
+    // A retried commit returns the snapshot committed before: count each snapshot once.
+    let already = st
+        .db
+        .snapshot_list_by_run(&run.id)
+        .await
+        .or_internal()?
+        .iter()
+        .any(|s| s.disk_index == i64::from(disk));
     let snap = jobs::commit_snapshot(&st, &job, &run, disk, &index).await?;
+    if !already {
+        let logical: u64 = index
+            .data_chunks()
+            .map(|(i, _)| index.chunk_extent(i).1 as u64)
+            .sum();
+        st.metrics.snapshot_committed(logical);
+        tracing::info!(disk, snapshot_id = %snap.id, root_digest = %snap.root_digest, logical_bytes = logical, "snapshot committed");
+    }
     ok(SnapshotCommitted {
         snapshot_id: snap.id.parse().or_internal()?,
         root_digest: snap.root_digest,
@@ -423,5 +450,17 @@ async fn finish(
     let (job, run) = run_call(&st, &headers, &run_id).await?;
     let f: RunFinish = parse_json(&body)?;
     jobs::finish(&st, &job, &run, &f).await?;
+    match &f {
+        RunFinish::Succeeded { progress } => {
+            tracing::info!(
+                bytes_sent = progress.bytes_sent,
+                elapsed_ms = progress.elapsed_ms,
+                "agent finished the run"
+            )
+        }
+        RunFinish::Failed { code, message } => {
+            tracing::warn!(%code, %message, "agent reports the run failed")
+        }
+    }
     ok(serde_json::json!({}))
 }

@@ -37,6 +37,8 @@ pub const REDACTED: &str = "******";
 pub const EVENT_TYPE_API_CALL: &str = "ApiCall";
 /// ActionTrail `eventType` of actions taken in the web console (recorded by the console).
 pub const EVENT_TYPE_CONSOLE: &str = "ConsoleOperation";
+/// ActionTrail `eventType` of console sign-in attempts, granted or refused (`crate::console`).
+pub const EVENT_TYPE_CONSOLE_SIGNIN: &str = "ConsoleSignin";
 /// `eventName` of an agent registration.
 pub const EVENT_AGENT_REGISTRATION: &str = "RegisterSourceServer";
 
@@ -390,6 +392,8 @@ pub fn is_secret_name(name: &str) -> bool {
     ["password", "secret", "privatekey", "passphrase"]
         .iter()
         .any(|s| last.contains(s))
+        // MFA codes: `AuthenticationCode1` and `AuthenticationCode2` of BindMFADevice.
+        || last.starts_with("authenticationcode")
         || matches!(
             last.as_str(),
             "signature"

@@ -22,6 +22,14 @@ pub struct ServerConfig {
     pub region_id: String,
     /// Seconds between agent heartbeats; an agent silent for three intervals is offline.
     pub heartbeat_interval_secs: u32,
+    /// Where replicas share objects/, images/, buckets/ and the CA (tls/) (docs/scale-out.md); `None` =
+    /// the data directory (one server).
+    pub shared_dir: Option<PathBuf>,
+    /// How long a background-work lease lasts without renewal: how soon a dead replica's work is taken
+    /// over by another.
+    pub lease_ttl_secs: u32,
+    /// The S3-compatible object store (`--store s3://…`); `None` = `objects/` under the shared root.
+    pub object_store: Option<ferry_chunk::S3Config>,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +42,9 @@ impl Default for ServerConfig {
             database: None,
             region_id: "local".to_owned(),
             heartbeat_interval_secs: 30,
+            shared_dir: None,
+            lease_ttl_secs: 30,
+            object_store: None,
         }
     }
 }
@@ -69,6 +80,25 @@ impl ServerConfig {
                 self.heartbeat_interval_secs
             )));
         }
+        if !(3..=3600).contains(&self.lease_ttl_secs) {
+            return Err(ServerError::Config(format!(
+                "--lease-ttl {} is out of range: use 3 to 3600 seconds",
+                self.lease_ttl_secs
+            )));
+        }
+        if let Some(dir) = &self.shared_dir
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            return Err(ServerError::Config(format!(
+                "--shared-dir {} is a file, not a directory: pass a directory (it is created if missing)",
+                dir.display()
+            )));
+        }
+        if let Some(s3) = &self.object_store {
+            s3.validate()
+                .map_err(|e| ServerError::Config(e.to_string()))?;
+        }
         let valid_region = !self.region_id.is_empty()
             && self
                 .region_id
@@ -81,6 +111,11 @@ impl ServerConfig {
             )));
         }
         Ok(())
+    }
+
+    /// Where the objects, images, export buckets and the CA live: `--shared-dir`, or the data directory.
+    pub fn shared_root(&self) -> &std::path::Path {
+        self.shared_dir.as_deref().unwrap_or(&self.data_dir)
     }
 
     /// Names the TLS certificate is valid for.

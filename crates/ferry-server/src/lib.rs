@@ -12,6 +12,8 @@ pub mod app;
 pub mod audit;
 pub mod compute;
 pub mod config;
+pub mod console;
+pub mod ops;
 pub mod rpc;
 pub mod tls;
 pub mod workers;
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 pub use config::ServerConfig;
+pub use ops::Metrics;
 
 /// A failure to start or run the server.
 #[derive(Debug, thiserror::Error)]
@@ -96,51 +99,25 @@ pub struct AppState {
     /// Wakes long-polling agent heartbeats when a run starts or stops.
     pub tasks_changed: Notify,
     pub metrics: Metrics,
+    /// Draining or serving (`ops`): a shutdown turns `/ready` to 503 and releases long polls.
+    pub lifecycle: ops::Lifecycle,
     /// The clock of job scheduling (`app::jobs::JobClock`; the system clock outside tests).
     pub clock: app::jobs::JobClock,
-}
-
-/// Counters since this process started, served at `/metrics` (Prometheus text format).
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Chunk uploads that stored a new chunk.
-    pub chunks_stored: std::sync::atomic::AtomicU64,
-    /// Chunk uploads of a chunk that was already stored (a retry, or a race between two sources).
-    pub chunks_duplicate: std::sync::atomic::AtomicU64,
-    /// Chunk uploads rejected (bad digest, size, format).
-    pub chunks_rejected: std::sync::atomic::AtomicU64,
-    /// Bytes of chunk uploads received (as sent, compressed).
-    pub chunk_bytes_received: std::sync::atomic::AtomicU64,
-}
-
-impl Metrics {
-    pub fn render(&self) -> String {
-        use std::sync::atomic::Ordering::Relaxed;
-        format!(
-            "# HELP ferry_chunk_uploads_total Chunk uploads by outcome.\n\
-             # TYPE ferry_chunk_uploads_total counter\n\
-             ferry_chunk_uploads_total{{outcome=\"stored\"}} {}\n\
-             ferry_chunk_uploads_total{{outcome=\"duplicate\"}} {}\n\
-             ferry_chunk_uploads_total{{outcome=\"rejected\"}} {}\n\
-             # HELP ferry_chunk_upload_bytes_total Bytes of chunk uploads received.\n\
-             # TYPE ferry_chunk_upload_bytes_total counter\n\
-             ferry_chunk_upload_bytes_total {}\n",
-            self.chunks_stored.load(Relaxed),
-            self.chunks_duplicate.load(Relaxed),
-            self.chunks_rejected.load(Relaxed),
-            self.chunk_bytes_received.load(Relaxed),
-        )
-    }
+    /// This replica's ID (`<data>/replica-id`, kept across restarts): the replica whose QEMU runs the
+    /// instances it launched (docs/scale-out.md).
+    pub replica_id: String,
+    /// `<replica_id>#<random>`, new in every process: the holder name of the leases this process takes.
+    pub lease_holder: String,
 }
 
 impl AppState {
     pub fn images_dir(&self) -> PathBuf {
-        self.cfg.data_dir.join("images")
+        self.cfg.shared_root().join("images")
     }
 
     /// With the local store, an export bucket is a folder here.
     pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
-        self.cfg.data_dir.join("buckets").join(bucket)
+        self.cfg.shared_root().join("buckets").join(bucket)
     }
 }
 
@@ -158,12 +135,10 @@ impl RunningServer {
         endpoint_for(self.addr)
     }
 
-    /// Stops accepting connections and lets in-flight requests finish.
+    /// Stops accepting connections and lets in-flight requests finish (for up to
+    /// [`ops::DEFAULT_SHUTDOWN_GRACE`]; see [`RunningServer::shutdown_within`]).
     pub async fn shutdown(self) {
-        self.handle
-            .graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-        let _ = self.task.await;
-        self.state.db.close().await;
+        self.shutdown_within(ops::DEFAULT_SHUTDOWN_GRACE).await;
     }
 }
 
@@ -183,11 +158,12 @@ fn endpoint_for(addr: SocketAddr) -> String {
 pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     cfg.validate()?;
     let data = cfg.data_dir.clone();
+    let shared = cfg.shared_root().to_owned();
     for dir in [
         data.clone(),
-        data.join("objects"),
-        data.join("images"),
-        data.join("buckets"),
+        shared.join("objects"),
+        shared.join("images"),
+        shared.join("buckets"),
     ] {
         std::fs::create_dir_all(&dir).map_err(|e| ServerError::io(&dir, e))?;
     }
@@ -195,19 +171,17 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         Some(url) => Db::open(url).await?,
         None => Db::open_sqlite(&data.join("ferry.db")).await?,
     };
-    let tls = tls::ensure(&data.join("tls"), &cfg.tls_names())?;
-    let store = LocalStore::open(data.join("objects"))
-        .map_err(|e| ServerError::Config(format!("object store: {e}")))?;
-    {
-        // Writes a killed predecessor left half-done: harmless, but they take space.
-        let (store, started) = (store.clone(), std::time::SystemTime::now());
-        tokio::task::spawn_blocking(move || match store.sweep_temp_files(started) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed temp files of interrupted writes"),
-            Err(e) => tracing::warn!(error = %e, "cannot sweep temp files of interrupted writes"),
-        });
+    if cfg.shared_dir.is_some() {
+        adopt_shared_ca(
+            &db,
+            &shared.join("tls"),
+            &data.join("tls"),
+            &cfg.tls_names(),
+        )
+        .await?;
     }
-    let chunks = ChunkStore::new(Arc::new(store));
+    let tls = tls::ensure(&data.join("tls"), &cfg.tls_names())?;
+    let chunks = open_chunk_store(&cfg, &shared).await?;
     let account_id = db.meta_init("account_id", &app::new_account_id()).await?;
 
     let std_listener =
@@ -228,7 +202,22 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
             source,
         })?;
 
-    let root = app::ensure_root_key(&db).await?;
+    // Replicas started together on a new database race to create the root key: the loser's insert fails,
+    // and a second look finds the winner's key.
+    let root = match app::ensure_root_key(&db).await {
+        Ok(key) => key,
+        Err(_) => app::ensure_root_key(&db).await?,
+    };
+    let replica_id = workers::lease::replica_id(&data)?;
+    // One data directory is one replica, so leases an earlier process of it still holds belong to a process
+    // that is gone: free them now rather than wait for them to expire.
+    let freed = db.lease_release_all_of(&format!("{replica_id}#")).await?;
+    if freed > 0 {
+        tracing::info!(
+            freed,
+            "released the leases of this replica's previous process"
+        );
+    }
     let creds = RootCredentials {
         version: 1,
         account_id: account_id.clone(),
@@ -252,7 +241,10 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         wake: Notify::new(),
         tasks_changed: Notify::new(),
         metrics: Metrics::default(),
+        lifecycle: ops::Lifecycle::default(),
         clock: app::jobs::JobClock::from_env(),
+        lease_holder: workers::lease::holder_name(&replica_id),
+        replica_id,
     });
 
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -279,20 +271,108 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     })
 }
 
+/// Replicas share one CA (agents pin its fingerprint, and may reach any replica): the first replica creates
+/// it in `<shared>/tls` while holding a lease, so two starting at once cannot both create one; every replica
+/// copies it into its own `<data>/tls`, where its own server certificate is issued. A data directory that
+/// already has a different CA is refused rather than silently re-keyed (its agents pinned the old one).
+async fn adopt_shared_ca(
+    db: &Db,
+    shared_tls: &Path,
+    own_tls: &Path,
+    names: &[String],
+) -> Result<(), ServerError> {
+    let holder = format!("starting-{}", std::process::id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let lease = loop {
+        if let Some(l) = db.lease_acquire("init:tls-ca", &holder, 60).await? {
+            break l;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(ServerError::Tls(format!(
+                "another replica has been creating the shared CA in {} for a minute: check its log",
+                shared_tls.display()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let shared = tls::ensure(shared_tls, names);
+    let _ = db.lease_release(&lease).await;
+    let shared = shared?;
+    std::fs::create_dir_all(own_tls).map_err(|e| ServerError::io(own_tls, e))?;
+    let own_ca = own_tls.join("ca.pem");
+    match std::fs::read_to_string(&own_ca) {
+        Ok(pem) if pem == shared.ca_pem => return Ok(()),
+        Ok(_) => {
+            return Err(ServerError::Tls(format!(
+                "{} holds a CA other than the shared one in {}: this data directory belonged to a separate \
+                 server. Use a fresh --data-dir for the replica (its agents must re-activate otherwise)",
+                own_ca.display(),
+                shared_tls.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ServerError::io(&own_ca, e)),
+    }
+    let key_path = shared_tls.join("ca.key");
+    let key = std::fs::read(&key_path).map_err(|e| ServerError::io(&key_path, e))?;
+    // The key first: a crash between the two leaves no CA certificate, so the next start copies both again.
+    tls::write_secret(&own_tls.join("ca.key"), &key)?;
+    ferry_chunk::durable_write(&own_ca, shared.ca_pem.as_bytes())
+        .map_err(|e| ServerError::io(&own_ca, e))?;
+    Ok(())
+}
+
+/// The chunk store: `objects/` under the shared root, one file per chunk; or, with `--store s3://…`, the
+/// S3 bucket with chunks in packs (`docs/decisions.md`, "Chunk packs on S3"). With S3 it checks that the
+/// bucket answers, so a wrong endpoint or credentials stop the start with a message rather than the first
+/// upload.
+async fn open_chunk_store(cfg: &ServerConfig, shared: &Path) -> Result<ChunkStore, ServerError> {
+    if let Some(s3) = &cfg.object_store {
+        let store = ferry_chunk::S3Store::open(s3)
+            .map_err(|e| ServerError::Config(format!("--store {}: {e}", s3.url())))?;
+        store.check().await.map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            ServerError::Config(format!("--store {}: {e}{cause}", s3.url()))
+        })?;
+        tracing::info!(store = %s3.url(), "object store: S3, chunks in packs");
+        return ChunkStore::open_packed(Arc::new(store), ferry_chunk::PackConfig::default())
+            .await
+            .map_err(|e| ServerError::Config(format!("--store {}: {e}", s3.url())));
+    }
+    let store = LocalStore::open(shared.join("objects"))
+        .map_err(|e| ServerError::Config(format!("object store: {e}")))?;
+    {
+        // Writes a killed predecessor left half-done: harmless, but they take space. In a directory shared
+        // by replicas, a live replica's write in progress is younger than an hour: only older ones go.
+        let mut started = std::time::SystemTime::now();
+        if cfg.shared_dir.is_some() {
+            started -= std::time::Duration::from_secs(3600);
+        }
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || match store.sweep_temp_files(started) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed temp files of interrupted writes"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep temp files of interrupted writes"),
+        });
+    }
+    Ok(ChunkStore::new(Arc::new(store)))
+}
+
 /// All HTTP routes.
 pub fn router(state: Arc<AppState>) -> axum::Router {
     use axum::routing::get;
     axum::Router::new()
         .route("/", get(rpc::handle).post(rpc::handle))
-        .route("/health", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(
-                |axum::extract::State(st): axum::extract::State<Arc<AppState>>| async move {
-                    st.metrics.render()
-                },
-            ),
-        )
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
         .nest(ferry_types::protocol::PREFIX, agent_api::routes())
+        .merge(console::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::track,
+        ))
         .with_state(state)
 }

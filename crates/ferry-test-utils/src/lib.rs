@@ -1,10 +1,14 @@
 //! Test utilities for Ferry's whole-stack tests: real `ferry server` and `ferry-agent` processes (so that
 //! tests can `kill -9` them), an RPC client signed like any SDK, and real disk images with real
-//! filesystems built through loop devices.
+//! filesystems built through loop devices; and a load simulator (`sim`) that stands in for thousands of
+//! agents with the real agent protocol.
 //!
 //! Everything listens on loopback; every test gets its own data directories and ports.
 
 pub mod disk;
+pub mod procstat;
+pub mod s3;
+pub mod sim;
 pub mod stack;
 
 use std::future::Future;

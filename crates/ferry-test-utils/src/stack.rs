@@ -614,3 +614,151 @@ impl OneSource {
 pub fn api_time(secs: i64) -> String {
     ferry_server::rpc::time_str(secs)
 }
+
+/// A fresh PostgreSQL database for one whole-stack test, on the cluster FERRY_TEST_POSTGRES names
+/// (`scripts/pg-test.sh`); dropped when the returned value is. `Ok(None)` (and a printed reason) when the
+/// variable is unset; an error when it is set but the cluster is unreachable, so that a run asked to cover
+/// PostgreSQL never skips it quietly.
+pub async fn test_postgres(test: &str) -> anyhow::Result<Option<ferry_db::testing::PgTestDb>> {
+    match ferry_db::testing::PgTestDb::create().await {
+        Ok(Some(db)) => Ok(Some(db)),
+        Ok(None) => {
+            eprintln!(
+                "SKIPPED {test}: FERRY_TEST_POSTGRES is not set (scripts/test.sh sets it; or run \
+                 scripts/pg-test.sh start and export FERRY_TEST_POSTGRES=$(scripts/pg-test.sh url))"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "FERRY_TEST_POSTGRES is set but PostgreSQL is unreachable: {e}. Start the test cluster with \
+             scripts/pg-test.sh start"
+        )),
+    }
+}
+
+impl ServerProc {
+    /// Starts a server on the database at `database_url` (`--database`) instead of SQLite in its data
+    /// directory.
+    pub async fn start_on_database(
+        data_dir: &Path,
+        database_url: &str,
+        extra_args: &[&str],
+    ) -> anyhow::Result<ServerProc> {
+        let mut args = vec!["--database", database_url];
+        args.extend_from_slice(extra_args);
+        ServerProc::start(data_dir, &args).await
+    }
+
+    /// Starts one replica of a deployment: the shared database (`--database`), the shared directory
+    /// (`--shared-dir`: objects, images, buckets, CA) and a private data directory of its own.
+    pub async fn start_replica(
+        data_dir: &Path,
+        database_url: &str,
+        shared_dir: &Path,
+        extra_args: &[&str],
+    ) -> anyhow::Result<ServerProc> {
+        let shared = shared_dir.display().to_string();
+        let mut args = vec!["--database", database_url, "--shared-dir", shared.as_str()];
+        args.extend_from_slice(extra_args);
+        ServerProc::start(data_dir, &args).await
+    }
+
+    /// This server's replica ID (`<data>/replica-id`): the prefix of the lease holders it writes.
+    pub fn replica_id(&self) -> anyhow::Result<String> {
+        let path = self.data_dir.join("replica-id");
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_owned())
+    }
+}
+
+/// A TCP pass-through in front of several servers, standing in for a load balancer: each connection goes
+/// to the first backend, starting at `preferred`, that accepts it. TLS passes through untouched (every
+/// replica's certificate is valid for 127.0.0.1 and signed by the shared CA), so a client behind it
+/// notices a dead backend only as a dropped connection, and its next connection reaches a live one.
+pub struct TcpFailover {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpFailover {
+    pub async fn start(backends: Vec<u16>, preferred: usize) -> anyhow::Result<TcpFailover> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let backends = backends.clone();
+                tokio::spawn(async move {
+                    for i in 0..backends.len() {
+                        let port = backends[(preferred + i) % backends.len()];
+                        if let Ok(mut outbound) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                        {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(TcpFailover { port, task })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TcpFailover {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Like [`AgentProc::activate`], with the agent talking to `endpoint` (a [`TcpFailover`] in front of
+/// `server`, say) instead of `server`'s own address.
+pub async fn activate_via(
+    server: &ServerProc,
+    endpoint: &str,
+    state_dir: &Path,
+    code: &str,
+    disks: &[&Path],
+) -> anyhow::Result<AgentProc> {
+    let fp = server.credentials()?.ca_fingerprint;
+    let mut cmd = Command::new(bin_path("ferry-agent"));
+    cmd.arg("activate")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--server")
+        .arg(endpoint)
+        .arg("--code")
+        .arg(code)
+        .arg("--ca-fingerprint")
+        .arg(&fp);
+    for d in disks {
+        cmd.arg("--disk-image").arg(d);
+    }
+    let out = cmd.output().context("cannot run ferry-agent activate")?;
+    if !out.status.success() {
+        bail!(
+            "ferry-agent activate failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let state: Value = serde_json::from_slice(&std::fs::read(state_dir.join("agent.json"))?)?;
+    let source_id = state["credentials"]["source_id"]
+        .as_str()
+        .context("source_id in agent.json")?
+        .to_owned();
+    let mut a = AgentProc {
+        state_dir: state_dir.to_owned(),
+        disks: disks.iter().map(|d| d.to_path_buf()).collect(),
+        proc: None,
+        source_id,
+    };
+    a.start()?;
+    Ok(a)
+}

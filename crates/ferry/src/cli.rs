@@ -68,6 +68,8 @@ pub enum Command {
     Audit(crate::commands::audit::AuditCommand),
     /// Call any API action and print its JSON response.
     Call(CallArgs),
+    /// Check the connection to the server (or, with --source, this source server) and print what to fix.
+    Doctor(crate::commands::doctor::DoctorArgs),
 }
 
 /// Log line format of `ferry server`.
@@ -94,9 +96,54 @@ pub struct ServerArgs {
     /// Seconds between agent heartbeats.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub heartbeat_interval: u32,
+    /// Directory shared by all replicas of one deployment: objects, images, export buckets and the CA
+    /// (docs/scale-out.md). Default: the data directory (one server).
+    #[arg(long, value_name = "DIR")]
+    pub shared_dir: Option<PathBuf>,
+    /// Seconds a replica's lease on background work lasts without renewal; a dead replica's work is taken
+    /// over after this long.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub lease_ttl: u32,
+    /// Object store on an S3-compatible service (AWS S3, MinIO, Ceph RGW, Alibaba OSS) as
+    /// s3://BUCKET/PREFIX; chunks are stored in packs. Default: objects/ in the data directory.
+    #[arg(long, value_name = "URL", value_parser = parse_store)]
+    pub store: Option<Box<ferry_chunk::S3Config>>,
+    /// Endpoint of the S3-compatible service (e.g. https://oss-cn-hangzhou.aliyuncs.com,
+    /// http://127.0.0.1:9000); default: AWS S3 in --s3-region.
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// Region S3 requests are signed for (any value for MinIO, Ceph and s3s).
+    #[arg(
+        long,
+        value_name = "REGION",
+        env = "AWS_REGION",
+        default_value = "us-east-1"
+    )]
+    pub s3_region: String,
+    /// S3 access key ID.
+    #[arg(long, value_name = "ID", env = "AWS_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key (prefer the environment variable: command lines are visible to other users).
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub s3_secret_access_key: Option<String>,
+    /// Path-style S3 requests (endpoint/bucket/key). Default: on with --s3-endpoint (MinIO, Ceph), off
+    /// for AWS; Alibaba OSS needs --s3-path-style=false.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub s3_path_style: Option<bool>,
+    /// Allow a plain-HTTP S3 endpoint that is not on loopback.
+    #[arg(long)]
+    pub s3_allow_http: bool,
     /// Log format (the level comes from RUST_LOG, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for in-flight requests before closing connections.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace: u64,
 }
 
 #[derive(Debug, Args)]
@@ -434,6 +481,43 @@ pub enum RamUserCommand {
     Show { name: String },
     /// Delete a user (detach its policies and delete its keys first).
     Delete { name: String },
+    /// Set the user's web-console password (creates or replaces its login profile; a new password
+    /// ends the user's console sessions). Without --password-stdin a strong password is generated and
+    /// printed once.
+    SetPassword {
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Ask the user to bind an MFA device (recorded as MFABindRequired).
+        #[arg(long)]
+        require_mfa: bool,
+        /// Ask the user to change the password at next sign-in (recorded as PasswordResetRequired).
+        #[arg(long)]
+        reset_required: bool,
+    },
+    /// Console MFA (a virtual TOTP device) for the user.
+    #[command(subcommand)]
+    Mfa(RamMfaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RamMfaCommand {
+    /// Create a virtual MFA device and bind it to the user: prints the otpauth:// URI to add to an
+    /// authenticator app, then asks for two consecutive codes on a terminal; elsewhere run it again
+    /// with --codes to bind.
+    Enable {
+        name: String,
+        /// Two consecutive codes of the authenticator app, e.g. --codes 123456,654321: binds the
+        /// device an earlier `mfa enable` created.
+        #[arg(long, value_delimiter = ',')]
+        codes: Vec<String>,
+        /// The device's name (default: the user's name).
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Unbind the user's MFA device and delete it; the password alone signs in again.
+    Disable { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -644,6 +728,13 @@ pub struct CallArgs {
     /// Parameters as Key=Value (lists as Key.1=Value); RegionId is added when absent.
     #[arg(value_name = "KEY=VALUE")]
     pub params: Vec<String>,
+}
+
+/// `--store s3://BUCKET/PREFIX` (boxed: the configuration is large and `Command` is an enum).
+fn parse_store(url: &str) -> Result<Box<ferry_chunk::S3Config>, String> {
+    ferry_chunk::S3Config::from_url(url)
+        .map(Box::new)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -907,6 +998,48 @@ mod tests {
         assert!(matches!(
             parse(&["instance", "console", "i-1"]),
             Command::Instance(InstanceCommand::Console { .. })
+        ));
+    }
+
+    #[test]
+    fn ram_console_commands_parse() {
+        assert!(matches!(
+            parse(&[
+                "ram",
+                "user",
+                "set-password",
+                "alice",
+                "--password-stdin",
+                "--require-mfa"
+            ]),
+            Command::Ram(RamCommand::User(RamUserCommand::SetPassword {
+                password_stdin: true,
+                require_mfa: true,
+                reset_required: false,
+                ..
+            }))
+        ));
+        let Command::Ram(RamCommand::User(RamUserCommand::Mfa(RamMfaCommand::Enable {
+            codes,
+            ..
+        }))) = parse(&[
+            "ram",
+            "user",
+            "mfa",
+            "enable",
+            "alice",
+            "--codes",
+            "123456,654321",
+        ])
+        else {
+            panic!("mfa enable");
+        };
+        assert_eq!(codes, ["123456", "654321"]);
+        assert!(matches!(
+            parse(&["ram", "user", "mfa", "disable", "alice"]),
+            Command::Ram(RamCommand::User(RamUserCommand::Mfa(
+                RamMfaCommand::Disable { .. }
+            )))
         ));
     }
 

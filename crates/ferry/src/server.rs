@@ -1,5 +1,7 @@
 //! `ferry server`: starts the control plane in this process, says how to reach it, and runs until
-//! Ctrl-C or SIGTERM, then stops gracefully (in-flight requests finish, the database is closed).
+//! Ctrl-C or SIGTERM, then stops gracefully: no new connections, in-flight requests finish within
+//! `--shutdown-grace` seconds, the chunk store is flushed, the database is closed, exit 0
+//! (`docs/operations.md`).
 
 use std::future::Future;
 use std::io::Write;
@@ -24,6 +26,20 @@ pub fn server_config(conn: &ConnectionArgs, args: &ServerArgs) -> ServerConfig {
             .clone()
             .unwrap_or_else(|| DEFAULT_REGION.to_owned()),
         heartbeat_interval_secs: args.heartbeat_interval,
+        shared_dir: args.shared_dir.clone(),
+        lease_ttl_secs: args.lease_ttl,
+        object_store: args.store.as_deref().cloned().map(|store| {
+            ferry_chunk::S3Config {
+                endpoint: args.s3_endpoint.clone(),
+                region: args.s3_region.clone(),
+                access_key_id: args.s3_access_key_id.clone(),
+                secret_access_key: args.s3_secret_access_key.clone(),
+                path_style: args.s3_path_style,
+                allow_http: args.s3_allow_http,
+                ..store
+            }
+            .with_env()
+        }),
     }
 }
 
@@ -57,14 +73,20 @@ pub async fn run(
             _ = sigterm.recv() => "SIGTERM",
         }
     };
-    run_until(server_config(conn, &args), out, stop).await
+    let grace = std::time::Duration::from_secs(args.shutdown_grace);
+    run_until(server_config(conn, &args), out, stop, grace).await
 }
 
-/// Runs the server until `stop` completes (its output names the reason, for the log).
+/// Runs the server until `stop` completes (its output names the reason, for the log), then shuts it down
+/// gracefully, giving in-flight requests up to `grace`.
+///
+/// Errors: the server cannot start; the HTTP service ends by itself; the chunk store cannot be flushed at
+/// shutdown (acknowledged chunks might not be durable).
 pub async fn run_until(
     cfg: ServerConfig,
     out: &mut dyn Write,
     stop: impl Future<Output = &'static str>,
+    grace: std::time::Duration,
 ) -> anyhow::Result<()> {
     let data_dir = cfg.data_dir.clone();
     let mut running = ferry_server::start(cfg).await.with_context(|| {
@@ -92,7 +114,13 @@ pub async fn run_until(
     match ended {
         Ended::Stop(why) => {
             tracing::info!(reason = why, "shutting down");
-            running.shutdown().await;
+            let report = running.shutdown_within(grace).await;
+            if let Some(e) = report.sync_error {
+                anyhow::bail!(
+                    "stopped ({why}), but the chunk store could not be flushed: {e}. Check the object \
+                     store (disk or S3); chunks acknowledged just before the stop may have to be re-sent"
+                );
+            }
             writeln!(out, "Ferry server stopped ({why}).")?;
             Ok(())
         }

@@ -206,6 +206,34 @@ impl JobView {
     }
 }
 
+/// What moves a job on from `status`, as a command line for job `id`: shown by `ferry job show` and in
+/// the hint of `ReplicationJob.InvalidStatus` (statuses as in the reference's state machine, §2.5).
+pub fn job_next_step(status: &str, id: &str) -> String {
+    match status {
+        "Ready" => format!("start it with `ferry job start {id} --watch`"),
+        "Running" => format!(
+            "wait for it with `ferry job watch {id}`, or stop it with `ferry job stop {id}` (start resumes)"
+        ),
+        "Stopped" => format!("resume it with `ferry job start {id} --watch`"),
+        "InError" => format!(
+            "see why with `ferry job show {id}`, fix the cause, then resume with `ferry job start {id} --watch`"
+        ),
+        "Waiting" => format!(
+            "cut it over with `ferry job cutover {id} --sync-data --watch`, run an extra sync with `ferry job \
+             start {id}`, or stop it with `ferry job stop {id}`"
+        ),
+        "Finished" => format!(
+            "it is done: launch its image with `ferry instance run --image IMAGE`; to migrate again, delete it \
+             (`ferry job delete {id}`) and create a new job"
+        ),
+        "Expired" => format!(
+            "it can no longer run: delete it (`ferry job delete {id}`) and create a new job with `ferry job create`"
+        ),
+        "Deleting" => "it is being deleted: create a new job with `ferry job create`".to_owned(),
+        _ => format!("`ferry job show {id}` shows its status"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +281,23 @@ mod tests {
                 JobView::from_json(&json!({ "Status": done })).outcome(),
                 JobOutcome::Done
             );
+        }
+    }
+
+    #[test]
+    fn every_job_status_has_a_next_step_naming_a_command() {
+        for (status, command) in [
+            ("Ready", "ferry job start j-1"),
+            ("Running", "ferry job stop j-1"),
+            ("Stopped", "ferry job start j-1"),
+            ("InError", "ferry job start j-1"),
+            ("Waiting", "ferry job cutover j-1"),
+            ("Finished", "ferry instance run"),
+            ("Expired", "ferry job delete j-1"),
+            ("Deleting", "ferry job create"),
+        ] {
+            let step = job_next_step(status, "j-1");
+            assert!(step.contains(command), "{status}: {step}");
         }
     }
 

@@ -4,91 +4,16 @@
 //! windows and pages; `ferry audit verify` passes on the untouched trail and names the record after its
 //! database file is edited with the sqlite3 CLI.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::Command;
 
-use clap::Parser as _;
-use ferry::{Cli, Client, ClientError, Io};
-use ferry_server::{RootCredentials, RunningServer, ServerConfig};
-use ferry_types::inventory::{BootMode, Inventory, OsRelease};
-use ferry_types::protocol::ActivateRequest;
+use ferry::{Client, ClientError};
 use serde_json::{Value, json};
+use support::{Harness, own as p};
 
 const ACTIONTRAIL: &str = "2020-07-06";
-
-struct Harness {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    home: PathBuf,
-    server: RunningServer,
-    root: RootCredentials,
-}
-
-impl Harness {
-    async fn start() -> Harness {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let data = tmp.path().join("data");
-        let home = tmp.path().join("home");
-        std::fs::create_dir_all(&home).expect("home");
-        let cfg = ServerConfig {
-            data_dir: data.clone(),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            ..Default::default()
-        };
-        let server = ferry_server::start(cfg).await.expect("server starts");
-        let creds = std::fs::read(data.join(ferry_server::ROOT_CREDENTIALS_FILE)).expect("creds");
-        let root = serde_json::from_slice(&creds).expect("root credentials");
-        Harness {
-            _tmp: tmp,
-            data,
-            home,
-            server,
-            root,
-        }
-    }
-
-    fn client_with_secret(&self, secret: &str) -> Client {
-        Client::new(
-            &self.server.endpoint(),
-            &self.root.access_key_id,
-            secret,
-            Some(&self.server.state.ca_pem),
-        )
-        .expect("client")
-    }
-
-    fn client(&self) -> Client {
-        self.client_with_secret(&self.root.access_key_secret)
-    }
-
-    /// Runs a CLI command line in-process; returns its result and what it printed.
-    async fn cli(&self, args: &[&str]) -> (anyhow::Result<()>, String) {
-        let mut argv = vec![
-            "ferry".to_owned(),
-            "--data-dir".to_owned(),
-            self.data.display().to_string(),
-        ];
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
-        let cli = Cli::try_parse_from(argv).expect("valid command line");
-        let mut out = Vec::new();
-        let result = {
-            let mut io = Io {
-                out: &mut out,
-                interactive: false,
-                home: Some(self.home.clone()),
-            };
-            ferry::run(cli, &mut io).await
-        };
-        (result, String::from_utf8(out).expect("UTF-8 output"))
-    }
-}
-
-fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
 
 async fn lookup(c: &Client, params: &[(&str, &str)]) -> Value {
     c.call(ACTIONTRAIL, "LookupEvents", &p(params))
@@ -123,7 +48,7 @@ fn api_request_id(e: ClientError) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_leaves_one_event_and_verify_finds_tampering() {
     let h = Harness::start().await;
-    let c = h.client();
+    let c = &h.api;
 
     // A successful write.
     let ok = c
@@ -136,7 +61,7 @@ async fn every_call_leaves_one_event_and_verify_finds_tampering() {
     let code = ok["AccessTokenCode"].as_str().expect("code").to_owned();
     let token_id = ok["AccessTokenId"].as_str().expect("id").to_owned();
     let ok_rid = ok["RequestId"].as_str().expect("RequestId").to_owned();
-    let evs = events_of(&c, &ok_rid).await;
+    let evs = events_of(c, &ok_rid).await;
     assert_eq!(evs.len(), 1, "{evs:?}");
     let e = &evs[0];
     assert_eq!(e["eventName"], "CreateAccessToken");
@@ -179,7 +104,7 @@ async fn every_call_leaves_one_event_and_verify_finds_tampering() {
         .expect_err("Count=0 is refused");
     let (code_bad, bad_rid) = api_request_id(err);
     assert_eq!(code_bad, "InvalidParameter");
-    let evs = events_of(&c, &bad_rid).await;
+    let evs = events_of(c, &bad_rid).await;
     assert_eq!(evs.len(), 1, "{evs:?}");
     assert_eq!(evs[0]["errorCode"], "InvalidParameter");
     assert!(
@@ -197,7 +122,7 @@ async fn every_call_leaves_one_event_and_verify_finds_tampering() {
         .expect_err("wrong secret");
     let (code_sig, sig_rid) = api_request_id(err);
     assert_eq!(code_sig, "SignatureDoesNotMatch");
-    let evs = events_of(&c, &sig_rid).await;
+    let evs = events_of(c, &sig_rid).await;
     assert_eq!(evs.len(), 1, "{evs:?}");
     let e = &evs[0];
     assert_eq!(e["errorCode"], "SignatureDoesNotMatch");
@@ -215,10 +140,11 @@ async fn every_call_leaves_one_event_and_verify_finds_tampering() {
     );
 
     // An agent registration, refused (bad code) and granted; the code is never recorded.
-    let agent = agent_http(&h);
-    let refused = activate(&agent, &h, "not-a-code").await;
+    let agent = h.https();
+    let web01 = || support::inventory("web-01");
+    let refused = h.activate_raw(&agent, "not-a-code", web01(), vec![]).await;
     assert_eq!(refused.status().as_u16(), 403);
-    let granted = activate(&agent, &h, &code).await;
+    let granted = h.activate_raw(&agent, &code, web01(), vec![]).await;
     assert!(granted.status().is_success(), "{}", granted.status());
     let granted: Value = granted.json().await.expect("credentials");
     let source_id = granted["credentials"]["source_id"]
@@ -227,7 +153,7 @@ async fn every_call_leaves_one_event_and_verify_finds_tampering() {
         .to_owned();
     let regs = events(
         &lookup(
-            &c,
+            c,
             &[
                 ("LookupAttribute.1.Key", "EventName"),
                 ("LookupAttribute.1.Value", "RegisterSourceServer"),
@@ -250,7 +176,7 @@ async fn every_call_leaves_one_event_and_verify_finds_tampering() {
     // Filters: two attributes; exact; EventRW; EventAccessKeyId.
     let both = events(
         &lookup(
-            &c,
+            c,
             &[
                 ("LookupAttribute.1.Key", "EventName"),
                 ("LookupAttribute.1.Value", "CreateAccessToken"),
@@ -267,7 +193,7 @@ async fn every_call_leaves_one_event_and_verify_finds_tampering() {
     assert_eq!(rids, [bad_rid.as_str(), ok_rid.as_str()]);
     let errors = events(
         &lookup(
-            &c,
+            c,
             &[
                 ("LookupAttribute.1.Key", "EventName"),
                 ("LookupAttribute.1.Value", "createaccesstoken"),
@@ -278,7 +204,7 @@ async fn every_call_leaves_one_event_and_verify_finds_tampering() {
     assert!(errors.is_empty(), "lookups are case-sensitive: {errors:?}");
     let by_key = events(
         &lookup(
-            &c,
+            c,
             &[
                 ("LookupAttribute.1.Key", "EventAccessKeyId"),
                 ("LookupAttribute.1.Value", &h.root.access_key_id),
@@ -292,7 +218,7 @@ async fn every_call_leaves_one_event_and_verify_finds_tampering() {
 
     // Window: a window in the future is empty; bad windows and keys are InvalidParameter.
     let later = lookup(
-        &c,
+        c,
         &[
             ("StartTime", "2099-01-01T00:00:00Z"),
             ("EndTime", "2099-01-02T00:00:00Z"),
@@ -350,7 +276,7 @@ async fn every_call_leaves_one_event_and_verify_finds_tampering() {
             if let Some(t) = &token {
                 params.push(("NextToken", t));
             }
-            let resp = lookup(&c, &params).await;
+            let resp = lookup(c, &params).await;
             pages += 1;
             let page = events(&resp);
             assert!(page.len() <= 5);
@@ -465,51 +391,4 @@ fn sqlite(db: &Path, sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn agent_http(h: &Harness) -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca = reqwest::Certificate::from_pem(h.server.state.ca_pem.as_bytes()).expect("CA");
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
-        .build()
-        .expect("agent client")
-}
-
-async fn activate(http: &reqwest::Client, h: &Harness, code: &str) -> reqwest::Response {
-    let req = ActivateRequest {
-        token_id: None,
-        code: code.to_owned(),
-        inventory: Inventory {
-            hostname: "web-01".into(),
-            os: OsRelease {
-                id: "debian".into(),
-                name: "Debian GNU/Linux".into(),
-                version_id: "12".into(),
-                pretty_name: "Debian GNU/Linux 12 (bookworm)".into(),
-            },
-            kernel: "6.1.0-18-amd64".into(),
-            architecture: "x86_64".into(),
-            boot_mode: BootMode::Bios,
-            cpus: 2,
-            memory_bytes: 4 << 30,
-            disks: vec![],
-            network: vec![],
-            dns: vec![],
-            gateway: None,
-            agent_version: "0.1.0-test".into(),
-        },
-        prechecks: vec![],
-    };
-    http.post(format!(
-        "{}{}/activate",
-        h.server.endpoint(),
-        ferry_types::protocol::PREFIX
-    ))
-    .json(&req)
-    .send()
-    .await
-    .expect("activate")
 }

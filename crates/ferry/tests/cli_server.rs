@@ -5,127 +5,27 @@
 //! Where a test needs a source server, it plays the agent's part over the real agent protocol
 //! (activate, heartbeat, progress, finish); no disk is copied.
 
+mod support;
+
 use std::io::{BufRead as _, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 use ferry::{Cli, ClientError, Io};
-use ferry_server::{RunningServer, ServerConfig};
 use ferry_types::inventory::{
-    AddrConfig, BootMode, Disk, DiskSource, Filesystem, Inventory, NetInterface, OsRelease,
-    Partition, PartitionTableType, Precheck,
+    AddrConfig, Disk, DiskSource, Filesystem, Inventory, NetInterface, Partition,
+    PartitionTableType, Precheck,
 };
-use ferry_types::protocol::{
-    ActivateRequest, ActivateResponse, AgentState, HeartbeatRequest, HeartbeatResponse, RunFinish,
-    RunProgress,
-};
+use ferry_types::protocol::{RunFinish, RunProgress};
 use serde_json::Value;
+use support::{Agent, Harness, code_from, printed_id};
 
-struct Harness {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    home: PathBuf,
-    server: RunningServer,
-}
-
-impl Harness {
-    async fn start() -> Harness {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let data = tmp.path().join("data");
-        let home = tmp.path().join("home");
-        std::fs::create_dir_all(&home).expect("home");
-        let cfg = ServerConfig {
-            data_dir: data.clone(),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            ..Default::default()
-        };
-        let server = ferry_server::start(cfg).await.expect("server starts");
-        Harness {
-            _tmp: tmp,
-            data,
-            home,
-            server,
-        }
-    }
-
-    fn argv<'a>(&'a self, args: &[&'a str]) -> Vec<String> {
-        let mut argv = vec![
-            "ferry".to_owned(),
-            "--data-dir".to_owned(),
-            self.data.display().to_string(),
-        ];
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
-        argv
-    }
-
-    /// Runs a CLI command line in-process; returns its result and what it printed.
-    async fn cli(&self, args: &[&str]) -> (anyhow::Result<()>, String) {
-        let cli = Cli::try_parse_from(self.argv(args)).expect("valid command line");
-        let mut out = Vec::new();
-        let result = {
-            let mut io = Io {
-                out: &mut out,
-                interactive: false,
-                home: Some(self.home.clone()),
-            };
-            ferry::run(cli, &mut io).await
-        };
-        (result, String::from_utf8(out).expect("UTF-8 output"))
-    }
-
-    /// Runs a command that must succeed; returns its output.
-    async fn ok(&self, args: &[&str]) -> String {
-        let (result, out) = self.cli(args).await;
-        if let Err(e) = result {
-            panic!("`ferry {}` failed: {e:#}\noutput:\n{out}", args.join(" "));
-        }
-        out
-    }
-
-    async fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["--output", "json"]);
-        let out = self.ok(&all).await;
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
-    }
-
-    fn endpoint(&self) -> String {
-        self.server.endpoint()
-    }
-
-    fn agent_http(&self) -> reqwest::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = reqwest::Certificate::from_pem(self.server.state.ca_pem.as_bytes()).expect("CA");
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .build()
-            .expect("agent client")
-    }
-
-    async fn stop(self) {
-        self.server.shutdown().await;
-    }
-}
-
+/// web-01 with one partitioned 2 GiB disk and one DHCP interface.
 fn inventory() -> Inventory {
     Inventory {
-        hostname: "web-01".into(),
-        os: OsRelease {
-            id: "debian".into(),
-            name: "Debian GNU/Linux".into(),
-            version_id: "12".into(),
-            pretty_name: "Debian GNU/Linux 12 (bookworm)".into(),
-        },
-        kernel: "6.1.0-18-amd64".into(),
-        architecture: "x86_64".into(),
-        boot_mode: BootMode::Bios,
-        cpus: 2,
-        memory_bytes: 4 << 30,
         disks: vec![Disk {
             index: 0,
             path: "/dev/vda".into(),
@@ -160,95 +60,25 @@ fn inventory() -> Inventory {
         }],
         dns: vec!["192.0.2.1".into()],
         gateway: Some("192.0.2.1".into()),
-        agent_version: "0.1.0-test".into(),
+        ..support::inventory("web-01")
     }
 }
 
-/// Plays a registered agent over the real agent protocol.
-struct Agent {
-    http: reqwest::Client,
-    base: String,
-    bearer: String,
-    source_id: String,
-}
-
-impl Agent {
-    async fn activate(h: &Harness, code: &str) -> Agent {
-        let http = h.agent_http();
-        let base = format!("{}{}", h.endpoint(), ferry_types::protocol::PREFIX);
-        let req = ActivateRequest {
-            token_id: None,
-            code: code.to_owned(),
-            inventory: inventory(),
-            prechecks: vec![
-                Precheck {
-                    name: "root-filesystem".into(),
-                    passed: true,
-                    reason: "ext4 on /".into(),
-                },
-                Precheck {
-                    name: "free-space".into(),
-                    passed: false,
-                    reason: "/ has 2% free: free at least 1 GiB".into(),
-                },
-            ],
-        };
-        let resp = http
-            .post(format!("{base}/activate"))
-            .json(&req)
-            .send()
-            .await
-            .expect("activate request");
-        assert!(resp.status().is_success(), "activate: {}", resp.status());
-        let a: ActivateResponse = resp.json().await.expect("activate response");
-        Agent {
-            http,
-            base,
-            bearer: a.credentials.bearer(),
-            source_id: a.credentials.source_id.to_string(),
-        }
-    }
-
-    async fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> reqwest::Response {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("authorization", &self.bearer)
-            .json(body)
-            .send()
-            .await
-            .expect("agent request");
-        assert!(resp.status().is_success(), "{path}: {}", resp.status());
-        resp
-    }
-
-    async fn heartbeat(&self) -> HeartbeatResponse {
-        let req = HeartbeatRequest {
-            agent_version: "0.1.0-test".into(),
-            state: AgentState::Idle,
-            inventory: None,
-            prechecks: None,
-            wait: false,
-        };
-        self.post("/heartbeat", &req)
-            .await
-            .json()
-            .await
-            .expect("heartbeat response")
-    }
-}
-
-/// The activation code's secret, from `activation-code create`'s table output.
-fn code_from(out: &str) -> String {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("Code:"))
-        .unwrap_or_else(|| panic!("no Code line in:\n{out}"));
-    line.trim_start_matches("Code:")
-        .split_whitespace()
-        .next()
-        .expect("a code")
-        .to_owned()
+/// Activates a played agent for web-01, reporting one passed and one failed precheck.
+async fn activate(h: &Harness, code: &str) -> Agent {
+    let prechecks = vec![
+        Precheck {
+            name: "root-filesystem".into(),
+            passed: true,
+            reason: "ext4 on /".into(),
+        },
+        Precheck {
+            name: "free-space".into(),
+            passed: false,
+            reason: "/ has 2% free: free at least 1 GiB".into(),
+        },
+    ];
+    Agent::activate(h, h.https(), code, inventory(), prechecks).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +236,7 @@ async fn an_unreachable_server_says_where_it_looked() {
     let addr = h.server.addr;
     // Keep the data directory (and its credentials file) while the server is gone.
     let Harness {
-        _tmp: keep,
+        tmp: keep,
         data,
         server,
         ..
@@ -505,7 +335,7 @@ impl Write for SharedBuf {
 async fn a_job_is_created_started_watched_and_fails_with_the_agents_reason() {
     let h = Harness::start().await;
     let code = code_from(&h.ok(&["activation-code", "create"]).await);
-    let agent = Agent::activate(&h, &code).await;
+    let agent = activate(&h, &code).await;
     let sid = agent.source_id.clone();
 
     let out = h.ok(&["source", "list"]).await;
@@ -547,12 +377,7 @@ async fn a_job_is_created_started_watched_and_fails_with_the_agents_reason() {
             "3",
         ])
         .await;
-    let job_id = out
-        .split_whitespace()
-        .find(|w| w.starts_with("j-"))
-        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
-        .expect("job ID printed")
-        .to_owned();
+    let job_id = printed_id(&out, "j-");
     let out = h.ok(&["job", "show", &job_id]).await;
     assert!(out.contains("Ready"), "{out}");
     assert!(out.contains("bandwidth 10.0 MiB/s, zstd level 3"), "{out}");

@@ -3,9 +3,11 @@
 //! v3 signature where the STS token travels in a header). The root account creates users, keys, policies
 //! and roles; the tests then act as those users and sessions and check what they may and may not do.
 
+mod support;
+
 use ferry_api::sign::{Credentials, V3Request, sign_v1_query, sign_v3_request};
-use ferry_server::{RootCredentials, RunningServer, ServerConfig};
 use serde_json::{Value, json};
+use support::Harness;
 
 const SMC: &str = "2019-06-01";
 const ECS: &str = "2014-05-26";
@@ -13,8 +15,7 @@ const RAM: &str = "2015-05-01";
 const STS: &str = "2015-04-01";
 
 struct Stack {
-    _tmp: tempfile::TempDir,
-    server: RunningServer,
+    h: Harness,
     http: reqwest::Client,
     root: Key,
     account: String,
@@ -56,6 +57,12 @@ impl Answer {
         );
     }
 
+    /// The most common denial: no policy allows a RAM user `action` (`Forbidden.RAM`).
+    #[track_caller]
+    fn user_may_not(&self, action: &str) {
+        self.denied("Forbidden.RAM", action, "SubUser", "ImplicitDeny");
+    }
+
     /// A 403 RAM denial of `action`, with the AccessDeniedDetail that says so.
     #[track_caller]
     fn denied(&self, code: &str, action: &str, principal_type: &str, kind: &str) {
@@ -80,39 +87,25 @@ impl Answer {
 
 impl Stack {
     async fn start() -> Stack {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let data = tmp.path().join("data");
-        let cfg = ServerConfig {
-            data_dir: data.clone(),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            ..Default::default()
-        };
-        let server = ferry_server::start(cfg).await.expect("server starts");
-        let creds: RootCredentials = serde_json::from_slice(
-            &std::fs::read(data.join(ferry_server::ROOT_CREDENTIALS_FILE)).expect("root creds"),
-        )
-        .expect("root creds JSON");
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = reqwest::Certificate::from_pem(server.state.ca_pem.as_bytes()).expect("CA");
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
+        let h = Harness::start().await;
+        let http = h
+            .https_builder()
             // HTTP/1.1 like the SDKs: the v3 signature covers the `host` header, which HTTP/2 replaces
             // with the `:authority` pseudo-header.
             .http1_only()
             .build()
             .expect("client");
+        let root = Key {
+            id: h.root.access_key_id.clone(),
+            secret: h.root.access_key_secret.clone(),
+            token: None,
+        };
+        let account = h.root.account_id.clone();
         Stack {
-            _tmp: tmp,
-            server,
+            h,
             http,
-            root: Key {
-                id: creds.access_key_id,
-                secret: creds.access_key_secret,
-                token: None,
-            },
-            account: creds.account_id,
+            root,
+            account,
         }
     }
 
@@ -132,7 +125,7 @@ impl Stack {
             security_token: key.token.as_deref(),
         };
         let query = sign_v1_query("POST", &all, &creds);
-        let url = format!("{}/?{query}", self.server.endpoint());
+        let url = format!("{}/?{query}", self.h.endpoint());
         let resp = self.http.post(url).send().await.expect("server answers");
         let status = resp.status().as_u16();
         let body = resp.json().await.expect("JSON answer");
@@ -147,11 +140,7 @@ impl Stack {
         action: &str,
         query: &[(&str, &str)],
     ) -> Answer {
-        let host = self
-            .server
-            .endpoint()
-            .trim_start_matches("https://")
-            .to_owned();
+        let host = self.h.endpoint().trim_start_matches("https://").to_owned();
         let creds = Credentials {
             access_key_id: &key.id,
             access_key_secret: &key.secret,
@@ -171,7 +160,7 @@ impl Stack {
         );
         let mut req = self
             .http
-            .post(format!("{}/?{}", self.server.endpoint(), signed.query));
+            .post(format!("{}/?{}", self.h.endpoint(), signed.query));
         for (k, v) in &signed.headers {
             req = req.header(k.as_str(), v.as_str());
         }
@@ -240,7 +229,7 @@ impl Stack {
     }
 
     async fn stop(self) {
-        self.server.shutdown().await;
+        self.h.stop().await;
     }
 }
 
@@ -257,22 +246,14 @@ async fn a_new_user_may_do_nothing_until_a_policy_allows_it() {
     s.root(SMC, "DescribeSourceServers", &[]).await;
 
     let a = s.call(&alice, SMC, "DescribeSourceServers", &[]).await;
-    a.denied(
-        "Forbidden.RAM",
-        "smc:DescribeSourceServers",
-        "SubUser",
-        "ImplicitDeny",
-    );
+    a.user_may_not("smc:DescribeSourceServers");
     assert_eq!(
         a.body["AccessDeniedDetail"]["AuthPrincipalOwnerId"],
         s.account.as_str()
     );
-    s.call(&alice, ECS, "DescribeRegions", &[]).await.denied(
-        "Forbidden.RAM",
-        "ecs:DescribeRegions",
-        "SubUser",
-        "ImplicitDeny",
-    );
+    s.call(&alice, ECS, "DescribeRegions", &[])
+        .await
+        .user_may_not("ecs:DescribeRegions");
     // Not even about itself: RAM and STS deny with NoPermission.
     s.call(&alice, RAM, "GetUser", &[("UserName", "alice")])
         .await
@@ -291,18 +272,12 @@ async fn a_new_user_may_do_nothing_until_a_policy_allows_it() {
         listed["SourceServers"]["SourceServer"].is_array(),
         "{listed:#}"
     );
-    s.call(&alice, SMC, "CreateAccessToken", &[]).await.denied(
-        "Forbidden.RAM",
-        "smc:CreateAccessToken",
-        "SubUser",
-        "ImplicitDeny",
-    );
-    s.call(&alice, ECS, "DescribeRegions", &[]).await.denied(
-        "Forbidden.RAM",
-        "ecs:DescribeRegions",
-        "SubUser",
-        "ImplicitDeny",
-    );
+    s.call(&alice, SMC, "CreateAccessToken", &[])
+        .await
+        .user_may_not("smc:CreateAccessToken");
+    s.call(&alice, ECS, "DescribeRegions", &[])
+        .await
+        .user_may_not("ecs:DescribeRegions");
 
     // Full access: Create works too.
     s.attach("alice", "System", "AliyunSMCFullAccess").await;
@@ -315,21 +290,13 @@ async fn a_new_user_may_do_nothing_until_a_policy_allows_it() {
 
     // Detaching takes effect on the very next call.
     s.detach("alice", "System", "AliyunSMCFullAccess").await;
-    s.call(&alice, SMC, "CreateAccessToken", &[]).await.denied(
-        "Forbidden.RAM",
-        "smc:CreateAccessToken",
-        "SubUser",
-        "ImplicitDeny",
-    );
+    s.call(&alice, SMC, "CreateAccessToken", &[])
+        .await
+        .user_may_not("smc:CreateAccessToken");
     s.detach("alice", "System", "AliyunSMCReadOnlyAccess").await;
     s.call(&alice, SMC, "DescribeSourceServers", &[])
         .await
-        .denied(
-            "Forbidden.RAM",
-            "smc:DescribeSourceServers",
-            "SubUser",
-            "ImplicitDeny",
-        );
+        .user_may_not("smc:DescribeSourceServers");
 
     // An inactive key does not authenticate at all.
     s.root(
@@ -435,12 +402,7 @@ async fn a_policy_can_be_limited_to_one_source_server() {
         &[("SourceId.1", "s-other")],
     )
     .await
-    .denied(
-        "Forbidden.RAM",
-        "smc:DescribeSourceServers",
-        "SubUser",
-        "ImplicitDeny",
-    );
+    .user_may_not("smc:DescribeSourceServers");
     // Every resource a call touches must be allowed.
     s.call(
         &carol,
@@ -449,21 +411,11 @@ async fn a_policy_can_be_limited_to_one_source_server() {
         &[("SourceId.1", "s-allowed"), ("SourceId.2", "s-other")],
     )
     .await
-    .denied(
-        "Forbidden.RAM",
-        "smc:DescribeSourceServers",
-        "SubUser",
-        "ImplicitDeny",
-    );
+    .user_may_not("smc:DescribeSourceServers");
     // Listing all sources is a different resource (`sourceServer/*`).
     s.call(&carol, SMC, "DescribeSourceServers", &[])
         .await
-        .denied(
-            "Forbidden.RAM",
-            "smc:DescribeSourceServers",
-            "SubUser",
-            "ImplicitDeny",
-        );
+        .user_may_not("smc:DescribeSourceServers");
     s.stop().await;
 }
 
@@ -486,12 +438,7 @@ async fn source_ip_and_mfa_conditions_are_evaluated() {
     s.attach("dave", "Custom", "from-10").await;
     s.call(&dave, SMC, "DescribeSourceServers", &[])
         .await
-        .denied(
-            "Forbidden.RAM",
-            "smc:DescribeSourceServers",
-            "SubUser",
-            "ImplicitDeny",
-        );
+        .user_may_not("smc:DescribeSourceServers");
     s.custom_policy(
         "from-loopback",
         with_condition(json!({"IpAddress": {"acs:SourceIp": ["10.0.0.0/8", "127.0.0.0/8"]}})),
@@ -510,12 +457,7 @@ async fn source_ip_and_mfa_conditions_are_evaluated() {
     s.attach("dave", "Custom", "with-mfa").await;
     s.call(&dave, SMC, "DescribeSourceServers", &[])
         .await
-        .denied(
-            "Forbidden.RAM",
-            "smc:DescribeSourceServers",
-            "SubUser",
-            "ImplicitDeny",
-        );
+        .user_may_not("smc:DescribeSourceServers");
     s.custom_policy(
         "without-mfa",
         with_condition(json!({"Bool": {"acs:MFAPresent": "false"}})),

@@ -3,156 +3,33 @@
 //! requests like any SDK. Source servers are registered by playing the agent's part over the real agent
 //! protocol (activate, heartbeat, finish); no disk is copied.
 
-use std::path::PathBuf;
+mod support;
 
-use clap::Parser as _;
-use ferry::client::Client;
-use ferry::{Cli, ClientError, Io};
-use ferry_server::{RootCredentials, RunningServer, ServerConfig};
-use ferry_types::inventory::{BootMode, Disk, DiskSource, Inventory, OsRelease};
-use ferry_types::protocol::{
-    ActivateRequest, ActivateResponse, AgentState, HeartbeatRequest, HeartbeatResponse, RunFinish,
-};
+use ferry_types::inventory::{Disk, DiskSource, Inventory};
+use ferry_types::protocol::RunFinish;
 use serde_json::Value;
+use support::{Agent, Harness, items, printed_id};
 
-struct Harness {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    home: PathBuf,
-    server: RunningServer,
-    api: Client,
-    http: reqwest::Client,
+/// Registers `n` source servers through the agent protocol; returns their agents.
+async fn sources(h: &Harness, n: usize) -> Vec<Agent> {
+    let created = h
+        .smc("CreateAccessToken", &[("Count", &n.to_string())])
+        .await;
+    let code = created["AccessTokenCode"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    let http = h.https();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(Agent::activate(h, http.clone(), &code, inventory(i), vec![]).await);
+    }
+    out
 }
 
-impl Harness {
-    async fn start() -> Harness {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let data = tmp.path().join("data");
-        let home = tmp.path().join("home");
-        std::fs::create_dir_all(&home).expect("home");
-        let cfg = ServerConfig {
-            data_dir: data.clone(),
-            listen: "127.0.0.1:0".parse().expect("address"),
-            ..Default::default()
-        };
-        let server = ferry_server::start(cfg).await.expect("server starts");
-        let creds: RootCredentials = serde_json::from_slice(
-            &std::fs::read(data.join(ferry_server::ROOT_CREDENTIALS_FILE)).expect("credentials"),
-        )
-        .expect("credentials JSON");
-        let api = Client::new(
-            &server.endpoint(),
-            &creds.access_key_id,
-            &creds.access_key_secret,
-            Some(&server.state.ca_pem),
-        )
-        .expect("client");
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = reqwest::Certificate::from_pem(server.state.ca_pem.as_bytes()).expect("CA");
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(ca)
-            .build()
-            .expect("agent client");
-        Harness {
-            _tmp: tmp,
-            data,
-            home,
-            server,
-            api,
-            http,
-        }
-    }
-
-    /// A successful SMC call.
-    async fn ok(&self, action: &str, params: &[(&str, &str)]) -> Value {
-        match self.api.smc(action, &own(params)).await {
-            Ok(v) => v,
-            Err(e) => panic!("{action} {params:?} failed: {e}"),
-        }
-    }
-
-    /// A failing SMC call: its HTTP status and code.
-    async fn err(&self, action: &str, params: &[(&str, &str)]) -> (u16, String) {
-        match self.api.smc(action, &own(params)).await {
-            Ok(v) => panic!("{action} {params:?} succeeded: {v}"),
-            Err(ClientError::Api { status, code, .. }) => (status, code),
-            Err(e) => panic!("{action}: not an API error: {e}"),
-        }
-    }
-
-    async fn code(&self, action: &str, params: &[(&str, &str)]) -> String {
-        self.err(action, params).await.1
-    }
-
-    /// Registers `n` source servers through the agent protocol; returns their agents.
-    async fn sources(&self, n: usize) -> Vec<Agent> {
-        let created = self
-            .ok("CreateAccessToken", &[("Count", &n.to_string())])
-            .await;
-        let code = created["AccessTokenCode"]
-            .as_str()
-            .expect("code")
-            .to_owned();
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            out.push(Agent::activate(self, &code, i).await);
-        }
-        out
-    }
-
-    /// Runs a CLI command line in-process; returns what it printed, failing the test on error.
-    async fn cli(&self, args: &[&str]) -> String {
-        let mut argv = vec![
-            "ferry".to_owned(),
-            "--data-dir".to_owned(),
-            self.data.display().to_string(),
-        ];
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
-        let cli = Cli::try_parse_from(argv).expect("valid command line");
-        let mut out = Vec::new();
-        let result = {
-            let mut io = Io {
-                out: &mut out,
-                interactive: false,
-                home: Some(self.home.clone()),
-            };
-            ferry::run(cli, &mut io).await
-        };
-        let text = String::from_utf8(out).expect("UTF-8");
-        if let Err(e) = result {
-            panic!("`ferry {}` failed: {e:#}\n{text}", args.join(" "));
-        }
-        text
-    }
-
-    async fn stop(self) {
-        self.server.shutdown().await;
-    }
-}
-
-fn own(params: &[(&str, &str)]) -> Vec<(String, String)> {
-    params
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
+/// web-<i> with one unpartitioned 2 GiB disk.
 fn inventory(i: usize) -> Inventory {
     Inventory {
-        hostname: format!("web-{i:02}"),
-        os: OsRelease {
-            id: "debian".into(),
-            name: "Debian GNU/Linux".into(),
-            version_id: "12".into(),
-            pretty_name: "Debian GNU/Linux 12 (bookworm)".into(),
-        },
-        kernel: "6.1.0-18-amd64".into(),
-        architecture: "x86_64".into(),
-        boot_mode: BootMode::Bios,
-        cpus: 2,
-        memory_bytes: 4 << 30,
         disks: vec![Disk {
             index: 0,
             path: "/dev/vda".into(),
@@ -164,81 +41,8 @@ fn inventory(i: usize) -> Inventory {
             partitions: vec![],
             filesystem: None,
         }],
-        network: vec![],
-        dns: vec![],
-        gateway: None,
-        agent_version: "0.1.0-test".into(),
+        ..support::inventory(&format!("web-{i:02}"))
     }
-}
-
-/// Plays a registered agent over the real agent protocol.
-struct Agent {
-    http: reqwest::Client,
-    base: String,
-    bearer: String,
-    id: String,
-}
-
-impl Agent {
-    async fn activate(h: &Harness, code: &str, i: usize) -> Agent {
-        let base = format!("{}{}", h.server.endpoint(), ferry_types::protocol::PREFIX);
-        let req = ActivateRequest {
-            token_id: None,
-            code: code.to_owned(),
-            inventory: inventory(i),
-            prechecks: vec![],
-        };
-        let resp = h
-            .http
-            .post(format!("{base}/activate"))
-            .json(&req)
-            .send()
-            .await
-            .expect("activate request");
-        assert!(resp.status().is_success(), "activate: {}", resp.status());
-        let a: ActivateResponse = resp.json().await.expect("activate response");
-        Agent {
-            http: h.http.clone(),
-            base,
-            bearer: a.credentials.bearer(),
-            id: a.credentials.source_id.to_string(),
-        }
-    }
-
-    async fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> reqwest::Response {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("authorization", &self.bearer)
-            .json(body)
-            .send()
-            .await
-            .expect("agent request");
-        assert!(resp.status().is_success(), "{path}: {}", resp.status());
-        resp
-    }
-
-    /// One heartbeat; returns the run the server hands out, if any.
-    async fn heartbeat(&self) -> Option<String> {
-        let req = HeartbeatRequest {
-            agent_version: "0.1.0-test".into(),
-            state: AgentState::Idle,
-            inventory: None,
-            prechecks: None,
-            wait: false,
-        };
-        let r: HeartbeatResponse = self
-            .post("/heartbeat", &req)
-            .await
-            .json()
-            .await
-            .expect("heartbeat response");
-        r.task.map(|t| t.run_id.to_string())
-    }
-}
-
-fn items<'a>(v: &'a Value, outer: &str, inner: &str) -> &'a [Value] {
-    v[outer][inner].as_array().map(Vec::as_slice).unwrap_or(&[])
 }
 
 fn strs(v: &Value, outer: &str, inner: &str) -> Vec<String> {
@@ -250,7 +54,7 @@ fn strs(v: &Value, outer: &str, inner: &str) -> Vec<String> {
 
 /// The one workgroup `id` as DescribeWorkgroups shows it.
 async fn group(h: &Harness, id: &str) -> Value {
-    let v = h.ok("DescribeWorkgroups", &[("WorkgroupId.1", id)]).await;
+    let v = h.smc("DescribeWorkgroups", &[("WorkgroupId.1", id)]).await;
     let all = items(&v, "Workgroups", "Workgroup");
     assert_eq!(all.len(), 1, "{v}");
     all[0].clone()
@@ -272,7 +76,7 @@ fn warnings(w: &Value) -> Vec<(String, Vec<String>)> {
 async fn create_job(h: &Harness, source: &str, extra: &[(&str, &str)]) -> String {
     let mut params = vec![("SourceId", source), ("RegionId", "local")];
     params.extend_from_slice(extra);
-    let v = h.ok("CreateReplicationJob", &params).await;
+    let v = h.smc("CreateReplicationJob", &params).await;
     v["JobId"].as_str().expect("JobId").to_owned()
 }
 
@@ -280,7 +84,7 @@ async fn create_job(h: &Harness, source: &str, extra: &[(&str, &str)]) -> String
 async fn workgroups_are_created_listed_modified_and_deleted() {
     let h = Harness::start().await;
     let created = h
-        .ok(
+        .smc(
             "CreateWorkgroup",
             &[
                 ("Name", "wave-1"),
@@ -298,17 +102,17 @@ async fn workgroups_are_created_listed_modified_and_deleted() {
     assert!(w1.starts_with("w-"), "{w1}");
     // The same ClientToken returns the same workgroup and creates no other.
     let again = h
-        .ok(
+        .smc(
             "CreateWorkgroup",
             &[("Name", "wave-x"), ("ClientToken", "tok-1")],
         )
         .await;
     assert_eq!(again["WorkgroupId"], w1.as_str());
-    let w2 = h.ok("CreateWorkgroup", &[("Name", "wave.2")]).await["WorkgroupId"]
+    let w2 = h.smc("CreateWorkgroup", &[("Name", "wave.2")]).await["WorkgroupId"]
         .as_str()
         .expect("id")
         .to_owned();
-    let w3 = h.ok("CreateWorkgroup", &[("Name", "wave:3")]).await["WorkgroupId"]
+    let w3 = h.smc("CreateWorkgroup", &[("Name", "wave:3")]).await["WorkgroupId"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -340,16 +144,20 @@ async fn workgroups_are_created_listed_modified_and_deleted() {
             "InvalidTagKey.Malformed",
         ),
     ] {
-        assert_eq!(h.code("CreateWorkgroup", &params).await, code, "{params:?}");
+        assert_eq!(
+            h.smc_code("CreateWorkgroup", &params).await,
+            code,
+            "{params:?}"
+        );
     }
     let long_name = format!("w{}", "a".repeat(64));
     assert_eq!(
-        h.code("CreateWorkgroup", &[("Name", &long_name)]).await,
+        h.smc_code("CreateWorkgroup", &[("Name", &long_name)]).await,
         "InvalidParameter"
     );
     let long_desc = "d".repeat(257);
     assert_eq!(
-        h.code(
+        h.smc_code(
             "CreateWorkgroup",
             &[("Name", "wave-4"), ("Description", &long_desc)]
         )
@@ -358,7 +166,7 @@ async fn workgroups_are_created_listed_modified_and_deleted() {
     );
     let long_token = "t".repeat(65);
     assert_eq!(
-        h.code(
+        h.smc_code(
             "CreateWorkgroup",
             &[("Name", "wave-4"), ("ClientToken", &long_token)]
         )
@@ -372,10 +180,10 @@ async fn workgroups_are_created_listed_modified_and_deleted() {
         keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     params.push(("Name", "wave-4"));
     assert_eq!(
-        h.code("CreateWorkgroup", &params).await,
+        h.smc_code("CreateWorkgroup", &params).await,
         "NumberExceed.Tags"
     );
-    let listed = h.ok("DescribeWorkgroups", &[]).await;
+    let listed = h.smc("DescribeWorkgroups", &[]).await;
     assert_eq!(
         listed["TotalCount"], 3,
         "a rejected create created something: {listed}"
@@ -383,7 +191,7 @@ async fn workgroups_are_created_listed_modified_and_deleted() {
 
     // Filters and paging.
     let page = h
-        .ok(
+        .smc(
             "DescribeWorkgroups",
             &[("PageSize", "2"), ("PageNumber", "2")],
         )
@@ -404,48 +212,52 @@ async fn workgroups_are_created_listed_modified_and_deleted() {
     assert!(all.contains(&w3.as_str()));
     assert_eq!(ids, [all[2]]);
     let by_ids = h
-        .ok(
+        .smc(
             "DescribeWorkgroups",
             &[("WorkgroupId.1", &w1), ("WorkgroupId.2", &w2)],
         )
         .await;
     assert_eq!(by_ids["TotalCount"], 2);
-    let by_name = h.ok("DescribeWorkgroups", &[("Name", "wave.2")]).await;
+    let by_name = h.smc("DescribeWorkgroups", &[("Name", "wave.2")]).await;
     assert_eq!(
         by_name["Workgroups"]["Workgroup"][0]["WorkgroupId"],
         w2.as_str()
     );
     let by_tag = h
-        .ok(
+        .smc(
             "DescribeWorkgroups",
             &[("Tag.1.Key", "env"), ("Tag.1.Value", "prod")],
         )
         .await;
     assert_eq!(by_tag["TotalCount"], 1);
     let by_other_tag = h
-        .ok(
+        .smc(
             "DescribeWorkgroups",
             &[("Tag.1.Key", "env"), ("Tag.1.Value", "dev")],
         )
         .await;
     assert_eq!(by_other_tag["TotalCount"], 0);
     let by_status = h
-        .ok("DescribeWorkgroups", &[("Status", "NotStarted")])
+        .smc("DescribeWorkgroups", &[("Status", "NotStarted")])
         .await;
     assert_eq!(by_status["TotalCount"], 3);
-    let none = h.ok("DescribeWorkgroups", &[("Status", "Completed")]).await;
+    let none = h
+        .smc("DescribeWorkgroups", &[("Status", "Completed")])
+        .await;
     assert_eq!(none["TotalCount"], 0);
     assert_eq!(
-        h.code("DescribeWorkgroups", &[("Status", "Done")]).await,
+        h.smc_code("DescribeWorkgroups", &[("Status", "Done")])
+            .await,
         "InvalidParameter"
     );
     assert_eq!(
-        h.code("DescribeWorkgroups", &[("Tag.1.Value", "prod")])
+        h.smc_code("DescribeWorkgroups", &[("Tag.1.Value", "prod")])
             .await,
         "InvalidParameter.TagValue"
     );
     assert_eq!(
-        h.code("DescribeWorkgroups", &[("PageSize", "51")]).await,
+        h.smc_code("DescribeWorkgroups", &[("PageSize", "51")])
+            .await,
         "InvalidParameter"
     );
     let many_ids: Vec<(String, String)> = (1..=51)
@@ -456,12 +268,12 @@ async fn workgroups_are_created_listed_modified_and_deleted() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     assert_eq!(
-        h.code("DescribeWorkgroups", &params).await,
+        h.smc_code("DescribeWorkgroups", &params).await,
         "InvalidParameter"
     );
 
     // Modify and delete.
-    h.ok(
+    h.smc(
         "ModifyWorkgroupAttribute",
         &[
             ("WorkgroupId", &w2),
@@ -476,7 +288,7 @@ async fn workgroups_are_created_listed_modified_and_deleted() {
         (Some("wave-two"), Some("second"))
     );
     assert_eq!(
-        h.code(
+        h.smc_code(
             "ModifyWorkgroupAttribute",
             &[("WorkgroupId", &w2), ("Name", "x")]
         )
@@ -484,7 +296,7 @@ async fn workgroups_are_created_listed_modified_and_deleted() {
         "InvalidParameter"
     );
     assert_eq!(
-        h.err(
+        h.smc_err(
             "ModifyWorkgroupAttribute",
             &[("WorkgroupId", "w-fenosuch"), ("Name", "wave")]
         )
@@ -492,19 +304,19 @@ async fn workgroups_are_created_listed_modified_and_deleted() {
         (404, "InvalidWorkgroupId.NotFound".to_owned())
     );
     assert_eq!(
-        h.code("ModifyWorkgroupAttribute", &[("Name", "wave")])
+        h.smc_code("ModifyWorkgroupAttribute", &[("Name", "wave")])
             .await,
         "MissingParameter"
     );
-    h.ok("DeleteWorkgroup", &[("WorkgroupId", &w1)]).await;
+    h.smc("DeleteWorkgroup", &[("WorkgroupId", &w1)]).await;
     assert_eq!(
-        h.err("DeleteWorkgroup", &[("WorkgroupId", &w1)]).await,
+        h.smc_err("DeleteWorkgroup", &[("WorkgroupId", &w1)]).await,
         (404, "InvalidWorkgroupId.NotFound".to_owned())
     );
-    let left = h.ok("DescribeWorkgroups", &[]).await;
+    let left = h.smc("DescribeWorkgroups", &[]).await;
     assert_eq!(left["TotalCount"], 2);
     // Its tags went with it: a new workgroup reusing the key is the only match.
-    let by_tag = h.ok("DescribeWorkgroups", &[("Tag.1.Key", "env")]).await;
+    let by_tag = h.smc("DescribeWorkgroups", &[("Tag.1.Key", "env")]).await;
     assert_eq!(by_tag["TotalCount"], 0);
     h.stop().await;
 }
@@ -512,24 +324,24 @@ async fn workgroups_are_created_listed_modified_and_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_warnings_follow_the_members_jobs() {
     let h = Harness::start().await;
-    let agents = h.sources(2).await;
-    let (s1, s2) = (agents[0].id.clone(), agents[1].id.clone());
-    let w = h.ok("CreateWorkgroup", &[("Name", "wave-1")]).await["WorkgroupId"]
+    let agents = sources(&h, 2).await;
+    let (s1, s2) = (agents[0].source_id.clone(), agents[1].source_id.clone());
+    let w = h.smc("CreateWorkgroup", &[("Name", "wave-1")]).await["WorkgroupId"]
         .as_str()
         .expect("id")
         .to_owned();
-    let other = h.ok("CreateWorkgroup", &[("Name", "wave-2")]).await["WorkgroupId"]
+    let other = h.smc("CreateWorkgroup", &[("Name", "wave-2")]).await["WorkgroupId"]
         .as_str()
         .expect("id")
         .to_owned();
 
     assert_eq!(
-        h.code("AssociateSourceServers", &[("WorkgroupId", &w)])
+        h.smc_code("AssociateSourceServers", &[("WorkgroupId", &w)])
             .await,
         "MissingParameter"
     );
     assert_eq!(
-        h.err(
+        h.smc_err(
             "AssociateSourceServers",
             &[("WorkgroupId", &w), ("SourceId.1", "s-fenosuch")]
         )
@@ -537,14 +349,14 @@ async fn status_and_warnings_follow_the_members_jobs() {
         (404, "InvalidSourceId.NotFound".to_owned())
     );
     assert_eq!(
-        h.err(
+        h.smc_err(
             "AssociateSourceServers",
             &[("WorkgroupId", "w-fenosuch"), ("SourceId.1", &s1)]
         )
         .await,
         (404, "InvalidWorkgroupId.NotFound".to_owned())
     );
-    h.ok(
+    h.smc(
         "AssociateSourceServers",
         &[
             ("WorkgroupId", &w),
@@ -554,13 +366,13 @@ async fn status_and_warnings_follow_the_members_jobs() {
     )
     .await;
     // A retry is harmless; another workgroup cannot take them.
-    h.ok(
+    h.smc(
         "AssociateSourceServers",
         &[("WorkgroupId", &w), ("SourceId.1", &s1)],
     )
     .await;
     assert_eq!(
-        h.code(
+        h.smc_code(
             "AssociateSourceServers",
             &[("WorkgroupId", &other), ("SourceId.1", &s2)]
         )
@@ -569,13 +381,13 @@ async fn status_and_warnings_follow_the_members_jobs() {
     );
 
     // Members appear with their WorkgroupId, and the WorkgroupId filter finds them.
-    let listed = h.ok("DescribeSourceServers", &[("WorkgroupId", &w)]).await;
+    let listed = h.smc("DescribeSourceServers", &[("WorkgroupId", &w)]).await;
     assert_eq!(listed["TotalCount"], 2, "{listed}");
     for s in items(&listed, "SourceServers", "SourceServer") {
         assert_eq!(s["WorkgroupId"], w.as_str(), "{s}");
     }
     let listed = h
-        .ok("DescribeSourceServers", &[("WorkgroupId", &other)])
+        .smc("DescribeSourceServers", &[("WorkgroupId", &other)])
         .await;
     assert_eq!(listed["TotalCount"], 0);
 
@@ -591,17 +403,17 @@ async fn status_and_warnings_follow_the_members_jobs() {
     let g = group(&h, &w).await;
     assert_eq!(g["Status"], "NotStarted", "a Ready job has not started");
     assert_eq!(warnings(&g), [("UnRelated".to_owned(), vec![s2.clone()])]);
-    let job = h.ok("DescribeReplicationJobs", &[("JobId.1", &j1)]).await;
+    let job = h.smc("DescribeReplicationJobs", &[("JobId.1", &j1)]).await;
     assert_eq!(
         job["ReplicationJobs"]["ReplicationJob"][0]["WorkgroupId"],
         w.as_str()
     );
 
-    h.ok("StartReplicationJob", &[("JobId", &j1)]).await;
+    h.smc("StartReplicationJob", &[("JobId", &j1)]).await;
     let g = group(&h, &w).await;
     assert_eq!(g["Status"], "InProgress");
     let in_progress = h
-        .ok("DescribeWorkgroups", &[("Status", "InProgress")])
+        .smc("DescribeWorkgroups", &[("Status", "InProgress")])
         .await;
     assert_eq!(in_progress["TotalCount"], 1);
     assert_eq!(
@@ -610,7 +422,12 @@ async fn status_and_warnings_follow_the_members_jobs() {
     );
 
     // The agent fails the run: the job is InError and the workgroup warns about it.
-    let run = agents[0].heartbeat().await.expect("a run for the agent");
+    let run = agents[0]
+        .heartbeat()
+        .await
+        .task
+        .expect("a run for the agent")
+        .run_id;
     agents[0]
         .post(
             &format!("/runs/{run}/finish"),
@@ -631,8 +448,8 @@ async fn status_and_warnings_follow_the_members_jobs() {
     );
 
     // Started again and stopped: still in progress, no longer in error.
-    h.ok("StartReplicationJob", &[("JobId", &j1)]).await;
-    h.ok("StopReplicationJob", &[("JobId", &j1)]).await;
+    h.smc("StartReplicationJob", &[("JobId", &j1)]).await;
+    h.smc("StopReplicationJob", &[("JobId", &j1)]).await;
     let j2 = create_job(&h, &s2, &[]).await;
     let g = group(&h, &w).await;
     assert_eq!(g["Status"], "InProgress");
@@ -663,11 +480,13 @@ async fn status_and_warnings_follow_the_members_jobs() {
         .expect("finish j2");
     let g = group(&h, &w).await;
     assert_eq!(g["Status"], "Completed");
-    let done = h.ok("DescribeWorkgroups", &[("Status", "Completed")]).await;
+    let done = h
+        .smc("DescribeWorkgroups", &[("Status", "Completed")])
+        .await;
     assert_eq!(done["TotalCount"], 1);
 
     // Members leave; a source removed from one workgroup can join another.
-    h.ok(
+    h.smc(
         "DisassociateSourceServers",
         &[("WorkgroupId", &w), ("SourceId.1", &s2)],
     )
@@ -676,21 +495,21 @@ async fn status_and_warnings_follow_the_members_jobs() {
         strs(&group(&h, &w).await, "SourceIds", "SourceId"),
         [s1.as_str()]
     );
-    h.ok(
+    h.smc(
         "AssociateSourceServers",
         &[("WorkgroupId", &other), ("SourceId.1", &s2)],
     )
     .await;
     assert_eq!(
-        h.err(
+        h.smc_err(
             "DisassociateSourceServers",
             &[("WorkgroupId", "w-fenosuch"), ("SourceId.1", &s1)]
         )
         .await,
         (404, "InvalidWorkgroupId.NotFound".to_owned())
     );
-    h.ok("DeleteWorkgroup", &[("WorkgroupId", &w)]).await;
-    let s = h.ok("DescribeSourceServers", &[("SourceId.1", &s1)]).await;
+    h.smc("DeleteWorkgroup", &[("WorkgroupId", &w)]).await;
+    let s = h.smc("DescribeSourceServers", &[("SourceId.1", &s1)]).await;
     assert!(
         s["SourceServers"]["SourceServer"][0]
             .get("WorkgroupId")
@@ -703,8 +522,8 @@ async fn status_and_warnings_follow_the_members_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workgroup_holds_at_most_50_sources() {
     let h = Harness::start().await;
-    let agents = h.sources(51).await;
-    let w = h.ok("CreateWorkgroup", &[("Name", "big-wave")]).await["WorkgroupId"]
+    let agents = sources(&h, 51).await;
+    let w = h.smc("CreateWorkgroup", &[("Name", "big-wave")]).await["WorkgroupId"]
         .as_str()
         .expect("id")
         .to_owned();
@@ -713,20 +532,20 @@ async fn a_workgroup_holds_at_most_50_sources() {
     all.extend(
         keys.iter()
             .zip(&agents)
-            .map(|(k, a)| (k.as_str(), a.id.as_str())),
+            .map(|(k, a)| (k.as_str(), a.source_id.as_str())),
     );
     assert_eq!(
-        h.code("AssociateSourceServers", &all).await,
+        h.smc_code("AssociateSourceServers", &all).await,
         "InvalidParameter"
     );
     // The workgroup ID and the first 50 sources.
-    h.ok("AssociateSourceServers", &all[..51]).await;
+    h.smc("AssociateSourceServers", &all[..51]).await;
     let last = [
         ("WorkgroupId", w.as_str()),
-        ("SourceId.1", agents[50].id.as_str()),
+        ("SourceId.1", agents[50].source_id.as_str()),
     ];
     assert_eq!(
-        h.code("AssociateSourceServers", &last).await,
+        h.smc_code("AssociateSourceServers", &last).await,
         "QuotaExceeded.WorkgroupSourceServers"
     );
     assert_eq!(
@@ -739,13 +558,13 @@ async fn a_workgroup_holds_at_most_50_sources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_source_drops_its_tags_and_membership() {
     let h = Harness::start().await;
-    let agents = h.sources(2).await;
-    let (gone, kept) = (agents[0].id.as_str(), agents[1].id.as_str());
-    let w = h.ok("CreateWorkgroup", &[("Name", "wave-del")]).await["WorkgroupId"]
+    let agents = sources(&h, 2).await;
+    let (gone, kept) = (agents[0].source_id.as_str(), agents[1].source_id.as_str());
+    let w = h.smc("CreateWorkgroup", &[("Name", "wave-del")]).await["WorkgroupId"]
         .as_str()
         .expect("id")
         .to_owned();
-    h.ok(
+    h.smc(
         "AssociateSourceServers",
         &[
             ("WorkgroupId", &w),
@@ -755,7 +574,7 @@ async fn deleting_a_source_drops_its_tags_and_membership() {
     )
     .await;
     for id in [gone, kept] {
-        h.ok(
+        h.smc(
             "TagResources",
             &[
                 ("ResourceType", "sourceserver"),
@@ -766,11 +585,11 @@ async fn deleting_a_source_drops_its_tags_and_membership() {
         )
         .await;
     }
-    h.ok("DeleteSourceServer", &[("SourceId", gone)]).await;
+    h.smc("DeleteSourceServer", &[("SourceId", gone)]).await;
 
     assert_eq!(strs(&group(&h, &w).await, "SourceIds", "SourceId"), [kept]);
     let tagged = h
-        .ok(
+        .smc(
             "ListTagResources",
             &[
                 ("ResourceType", "sourceserver"),
@@ -790,8 +609,8 @@ async fn deleting_a_source_drops_its_tags_and_membership() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_are_added_listed_paged_filtered_and_removed() {
     let h = Harness::start().await;
-    let agents = h.sources(3).await;
-    let ids: Vec<String> = agents.iter().map(|a| a.id.clone()).collect();
+    let agents = sources(&h, 3).await;
+    let ids: Vec<String> = agents.iter().map(|a| a.source_id.clone()).collect();
 
     // Errors common to the three actions.
     for action in ["TagResources", "UntagResources", "ListTagResources"] {
@@ -801,14 +620,14 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
             ("TagKey.1", "k"),
         ];
         assert_eq!(
-            h.code(action, &with_tag).await,
+            h.smc_code(action, &with_tag).await,
             "MissingParameter.ResourceType",
             "{action}"
         );
         let mut bad_type = with_tag.to_vec();
         bad_type.push(("ResourceType", "instance"));
         assert_eq!(
-            h.code(action, &bad_type).await,
+            h.smc_code(action, &bad_type).await,
             "InvalidResourceType.NotFound",
             "{action}"
         );
@@ -818,7 +637,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
             ("ResourceId.2", ids[0].as_str()),
         ]);
         assert_eq!(
-            h.code(action, &dup).await,
+            h.smc_code(action, &dup).await,
             "Duplicate.ResourceId",
             "{action}"
         );
@@ -829,7 +648,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
             ("TagKey.1", "k"),
         ];
         assert_eq!(
-            h.code(action, &unknown).await,
+            h.smc_code(action, &unknown).await,
             "InvalidResourceId.NotFound",
             "{action}"
         );
@@ -844,13 +663,13 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
             ("TagKey.1", "k"),
         ]);
         assert_eq!(
-            h.code(action, &params).await,
+            h.smc_code(action, &params).await,
             "NumberExceed.ResourceIds",
             "{action}"
         );
     }
     assert_eq!(
-        h.code(
+        h.smc_code(
             "TagResources",
             &[("ResourceType", "sourceserver"), ("Tag.1.Key", "k")]
         )
@@ -858,7 +677,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
         "MissingParameter"
     );
     assert_eq!(
-        h.code(
+        h.smc_code(
             "TagResources",
             &[("ResourceType", "sourceserver"), ("ResourceId.1", &ids[0])]
         )
@@ -866,7 +685,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
         "MissingParameter"
     );
     assert_eq!(
-        h.code(
+        h.smc_code(
             "TagResources",
             &[
                 ("ResourceType", "sourceserver"),
@@ -879,7 +698,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
     );
     let long_value = "v".repeat(129);
     assert_eq!(
-        h.code(
+        h.smc_code(
             "TagResources",
             &[
                 ("ResourceType", "sourceserver"),
@@ -908,10 +727,10 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
         ("ResourceId.3", &ids[2]),
     ];
     params.extend(tag_params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    h.ok("TagResources", &params).await;
+    h.smc("TagResources", &params).await;
     // A 21st tag is refused, and nothing of the refused call is written.
     assert_eq!(
-        h.code(
+        h.smc_code(
             "TagResources",
             &[
                 ("ResourceType", "sourceserver"),
@@ -923,7 +742,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
         "NumberExceed.Tags"
     );
     // Replacing a value is not a new tag.
-    h.ok(
+    h.smc(
         "TagResources",
         &[
             ("ResourceType", "sourceserver"),
@@ -936,7 +755,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
 
     // Sixty rows: a page of 50, then 10 and an empty NextToken.
     let first = h
-        .ok("ListTagResources", &[("ResourceType", "sourceserver")])
+        .smc("ListTagResources", &[("ResourceType", "sourceserver")])
         .await;
     let rows = items(&first, "TagResources", "TagResource");
     assert_eq!(rows.len(), 50);
@@ -944,7 +763,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
     let token = first["NextToken"].as_str().expect("NextToken").to_owned();
     assert!(!token.is_empty());
     let second = h
-        .ok(
+        .smc(
             "ListTagResources",
             &[("ResourceType", "sourceserver"), ("NextToken", &token)],
         )
@@ -961,7 +780,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
     seen.dedup();
     assert_eq!(seen.len(), 60, "a row was listed twice or skipped");
     assert_eq!(
-        h.code(
+        h.smc_code(
             "ListTagResources",
             &[("ResourceType", "sourceserver"), ("NextToken", "garbage")]
         )
@@ -969,7 +788,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
         "InvalidParameter"
     );
     assert_eq!(
-        h.code(
+        h.smc_code(
             "ListTagResources",
             &[("ResourceType", "sourceserver"), ("Tag.1.Value", "v1")]
         )
@@ -978,7 +797,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
     );
     // Exact, ANDed filters.
     let changed = h
-        .ok(
+        .smc(
             "ListTagResources",
             &[
                 ("ResourceType", "sourceserver"),
@@ -995,7 +814,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
         "{changed}"
     );
     let one = h
-        .ok(
+        .smc(
             "ListTagResources",
             &[("ResourceType", "sourceserver"), ("ResourceId.1", &ids[2])],
         )
@@ -1004,7 +823,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
 
     // Describe* show and filter by tags.
     let tagged = h
-        .ok(
+        .smc(
             "DescribeSourceServers",
             &[("Tag.1.Key", "k00"), ("Tag.1.Value", "v0")],
         )
@@ -1013,7 +832,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
     let s = &tagged["SourceServers"]["SourceServer"][0];
     assert_eq!(items(s, "Tags", "Tag").len(), 20, "{s}");
     let narrowed = h
-        .ok(
+        .smc(
             "DescribeSourceServers",
             &[
                 ("Tag.1.Key", "k00"),
@@ -1024,7 +843,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
         .await;
     assert_eq!(narrowed["TotalCount"], 1);
     let nothing = h
-        .ok(
+        .smc(
             "DescribeSourceServers",
             &[("Tag.1.Key", "k00"), ("Tag.1.Value", "nope")],
         )
@@ -1033,7 +852,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
 
     // CreateReplicationJob stores its tags, after checking them: a bad tag creates no job.
     assert_eq!(
-        h.code(
+        h.smc_code(
             "CreateReplicationJob",
             &[
                 ("SourceId", &ids[0]),
@@ -1044,11 +863,11 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
         .await,
         "InvalidTagKey.Malformed"
     );
-    assert_eq!(h.ok("DescribeReplicationJobs", &[]).await["TotalCount"], 0);
+    assert_eq!(h.smc("DescribeReplicationJobs", &[]).await["TotalCount"], 0);
     let j0 = create_job(&h, &ids[0], &[("Tag.1.Key", "wave"), ("Tag.1.Value", "1")]).await;
     let j1 = create_job(&h, &ids[1], &[("Tag.1.Key", "wave"), ("Tag.1.Value", "2")]).await;
     let found = h
-        .ok(
+        .smc(
             "DescribeReplicationJobs",
             &[("Tag.1.Key", "wave"), ("Tag.1.Value", "2")],
         )
@@ -1058,12 +877,12 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
     assert_eq!(job["JobId"], j1.as_str());
     assert_eq!(job["Tags"]["Tag"][0]["Key"], "wave");
     assert_eq!(
-        h.ok("DescribeReplicationJobs", &[("Tag.1.Key", "wave")])
+        h.smc("DescribeReplicationJobs", &[("Tag.1.Key", "wave")])
             .await["TotalCount"],
         2
     );
     let jobs = h
-        .ok(
+        .smc(
             "ListTagResources",
             &[("ResourceType", "replicationjob"), ("ResourceId.1", &j0)],
         )
@@ -1072,7 +891,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
 
     // Untag by key, then everything.
     assert_eq!(
-        h.code(
+        h.smc_code(
             "UntagResources",
             &[
                 ("ResourceType", "sourceserver"),
@@ -1084,7 +903,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
         .await,
         "InvalidParameter"
     );
-    h.ok(
+    h.smc(
         "UntagResources",
         &[
             ("ResourceType", "sourceserver"),
@@ -1095,13 +914,13 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
     )
     .await;
     let left = h
-        .ok(
+        .smc(
             "ListTagResources",
             &[("ResourceType", "sourceserver"), ("ResourceId.1", &ids[0])],
         )
         .await;
     assert_eq!(items(&left, "TagResources", "TagResource").len(), 18);
-    h.ok(
+    h.smc(
         "UntagResources",
         &[
             ("ResourceType", "sourceserver"),
@@ -1111,7 +930,7 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
     )
     .await;
     let left = h
-        .ok(
+        .smc(
             "ListTagResources",
             &[("ResourceType", "sourceserver"), ("ResourceId.1", &ids[0])],
         )
@@ -1123,11 +942,11 @@ async fn tags_are_added_listed_paged_filtered_and_removed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_manages_workgroups_and_tags() {
     let h = Harness::start().await;
-    let agents = h.sources(2).await;
-    let (s1, s2) = (agents[0].id.clone(), agents[1].id.clone());
+    let agents = sources(&h, 2).await;
+    let (s1, s2) = (agents[0].source_id.clone(), agents[1].source_id.clone());
 
     let out = h
-        .cli(&[
+        .ok(&[
             "workgroup",
             "create",
             "--name",
@@ -1136,13 +955,9 @@ async fn the_cli_manages_workgroups_and_tags() {
             "env=prod",
         ])
         .await;
-    let w = out
-        .split_whitespace()
-        .find(|t| t.starts_with("w-"))
-        .map(|t| t.trim_end_matches('.').to_owned())
-        .unwrap_or_else(|| panic!("no workgroup ID in {out:?}"));
-    h.cli(&["workgroup", "add", &w, &s1, &s2]).await;
-    let table = h.cli(&["workgroup", "list"]).await;
+    let w = printed_id(&out, "w-");
+    h.ok(&["workgroup", "add", &w, &s1, &s2]).await;
+    let table = h.ok(&["workgroup", "list"]).await;
     let row = table
         .lines()
         .find(|l| l.starts_with(&w))
@@ -1154,20 +969,20 @@ async fn the_cli_manages_workgroups_and_tags() {
             && row.contains("env=prod"),
         "{row}"
     );
-    let shown = h.cli(&["workgroup", "show", &w]).await;
+    let shown = h.ok(&["workgroup", "show", &w]).await;
     assert!(shown.contains("Warning UnRelated"), "{shown}");
     assert!(shown.contains(&s1) && shown.contains(&s2), "{shown}");
 
-    h.cli(&["tag", "add", "--type", "source", "--tag", "role=web", &s1])
+    h.ok(&["tag", "add", "--type", "source", "--tag", "role=web", &s1])
         .await;
-    let tags = h.cli(&["tag", "list", "--type", "source"]).await;
+    let tags = h.ok(&["tag", "list", "--type", "source"]).await;
     assert!(
         tags.lines()
             .any(|l| l.starts_with(&s1) && l.contains("role") && l.contains("web")),
         "{tags}"
     );
     let json: Value = serde_json::from_str(
-        &h.cli(&[
+        &h.ok(&[
             "tag", "list", "--type", "source", "--tag", "role", "--output", "json",
         ])
         .await,
@@ -1177,26 +992,26 @@ async fn the_cli_manages_workgroups_and_tags() {
         json["TagResources"]["TagResource"][0]["ResourceId"],
         s1.as_str()
     );
-    h.cli(&["tag", "remove", "--type", "source", "--all", &s1])
+    h.ok(&["tag", "remove", "--type", "source", "--all", &s1])
         .await;
     assert!(
-        h.cli(&["tag", "list", "--type", "source"])
+        h.ok(&["tag", "list", "--type", "source"])
             .await
             .starts_with("No tags")
     );
 
-    h.cli(&["workgroup", "remove", &w, &s2]).await;
-    h.cli(&["workgroup", "rename", &w, "--name", "wave-one"])
+    h.ok(&["workgroup", "remove", &w, &s2]).await;
+    h.ok(&["workgroup", "rename", &w, "--name", "wave-one"])
         .await;
     let json: Value =
-        serde_json::from_str(&h.cli(&["workgroup", "show", &w, "--output", "json"]).await)
+        serde_json::from_str(&h.ok(&["workgroup", "show", &w, "--output", "json"]).await)
             .expect("JSON");
     let g = &json["Workgroups"]["Workgroup"][0];
     assert_eq!(g["Name"], "wave-one");
     assert_eq!(strs(g, "SourceIds", "SourceId"), [s1.as_str()]);
-    h.cli(&["workgroup", "delete", &w]).await;
+    h.ok(&["workgroup", "delete", &w]).await;
     assert!(
-        h.cli(&["workgroup", "list"])
+        h.ok(&["workgroup", "list"])
             .await
             .starts_with("No workgroups")
     );

@@ -353,6 +353,26 @@ pub async fn get_job(st: &AppState, id: &str) -> Result<JobRecord, ApiError> {
         .ok_or_else(|| job_not_found(id))
 }
 
+pub async fn get_source(st: &AppState, id: &str) -> Result<SourceRecord, ApiError> {
+    st.db
+        .source_get(id)
+        .await
+        .or_internal()?
+        .ok_or_else(|| source_not_found(id))
+}
+
+/// Refuses to act on a source that is being deleted; `why` is the message's last sentence.
+fn refuse_deleting(source: &SourceRecord, why: &str) -> Result<(), ApiError> {
+    if source.state == "Deleting" {
+        return Err(source_state_invalid(
+            &source.state,
+            "Available, InUse, Unavailable",
+            why,
+        ));
+    }
+    Ok(())
+}
+
 /// Is the source's agent heart-beating?
 pub fn source_online(st: &AppState, s: &SourceRecord, at: i64) -> bool {
     at - s.heartbeat_at <= 3 * i64::from(st.cfg.heartbeat_interval_secs)
@@ -527,12 +547,7 @@ pub async fn create(st: &AppState, new: NewJob) -> Result<JobId, ApiError> {
     if new.target_type == TargetType::TargetInstance {
         check_instance(st, new.instance_id.as_deref()).await?;
     }
-    let source = st
-        .db
-        .source_get(&new.source_id)
-        .await
-        .or_internal()?
-        .ok_or_else(|| source_not_found(&new.source_id))?;
+    let source = get_source(st, &new.source_id).await?;
     check_data_disks(&source, &new.settings.data_disks)?;
     ReplicationParameters::parse(&new.replication_parameters)?;
     let created = st.clock.now();
@@ -643,12 +658,7 @@ pub async fn start(st: &AppState, job_id: &str, kind: &str) -> Result<(), ApiErr
             "Ready, Stopped, InError (or Waiting for incremental jobs)",
         ));
     }
-    let source = st
-        .db
-        .source_get(&job.source_id)
-        .await
-        .or_internal()?
-        .ok_or_else(|| source_not_found(&job.source_id))?;
+    let source = get_source(st, &job.source_id).await?;
     let at = now();
     let job_at = st.clock.now();
     if !source_online(st, &source, at) {
@@ -1095,12 +1105,7 @@ pub async fn modify(st: &AppState, job_id: &str, ch: JobChanges) -> Result<(), A
         };
     }
     if let Some(disks) = ch.data_disks {
-        let source = st
-            .db
-            .source_get(&job.source_id)
-            .await
-            .or_internal()?
-            .ok_or_else(|| source_not_found(&job.source_id))?;
+        let source = get_source(st, &job.source_id).await?;
         check_data_disks(&source, &disks)?;
         settings.data_disks = disks;
     }
@@ -1230,19 +1235,8 @@ pub async fn modify_source(
     name: Option<&str>,
     description: Option<&str>,
 ) -> Result<(), ApiError> {
-    let source = st
-        .db
-        .source_get(source_id)
-        .await
-        .or_internal()?
-        .ok_or_else(|| source_not_found(source_id))?;
-    if source.state == "Deleting" {
-        return Err(source_state_invalid(
-            &source.state,
-            "Available, InUse, Unavailable",
-            "The source server is being deleted.",
-        ));
-    }
+    let source = get_source(st, source_id).await?;
+    refuse_deleting(&source, "The source server is being deleted.")?;
     if let Some(n) = name
         && st.db.source_name_taken(n, source_id).await.or_internal()?
     {
@@ -1268,19 +1262,8 @@ pub async fn modify_source(
 /// one (its run is abandoned). Deleting the source revokes its agent's credentials: the agent's next call is
 /// refused with `Unauthorized` and a message saying the source may have been deleted.
 pub async fn delete_source(st: &AppState, source_id: &str, force: bool) -> Result<(), ApiError> {
-    let source = st
-        .db
-        .source_get(source_id)
-        .await
-        .or_internal()?
-        .ok_or_else(|| source_not_found(source_id))?;
-    if source.state == "Deleting" {
-        return Err(source_state_invalid(
-            &source.state,
-            "Available, InUse, Unavailable",
-            "The source server is already being deleted.",
-        ));
-    }
+    let source = get_source(st, source_id).await?;
+    refuse_deleting(&source, "The source server is already being deleted.")?;
     let open_job = match &source.job_id {
         Some(j) => st.db.job_get(j).await.or_internal()?,
         None => None,

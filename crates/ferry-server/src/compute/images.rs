@@ -223,8 +223,8 @@ async fn build(st: &AppState, req: &CreateImageTask, task_id: &str) -> anyhow::R
     Ok(())
 }
 
-/// The CreateImage build worker: builds every `Processing` CreateImage task (again, after a restart:
-/// building is idempotent).
+/// The CreateImage build worker: builds every `Processing` CreateImage task (again, after a restart or a
+/// takeover from a dead replica: building is idempotent), one replica at a time per task (lease `task:<id>`).
 pub async fn worker(st: Arc<AppState>) {
     loop {
         match st.db.task_list().await {
@@ -241,7 +241,22 @@ pub async fn worker(st: Arc<AppState>) {
                             continue;
                         }
                     };
-                    if let Err(e) = build(&st, &req, &t.id).await {
+                    let still_to_do = async {
+                        matches!(st.db.task_get(&t.id).await, Ok(Some(t)) if t.status == "Processing")
+                    };
+                    let name = format!("task:{}", t.id);
+                    let built = match crate::workers::lease::run_leased(
+                        &st,
+                        &name,
+                        still_to_do,
+                        build(&st, &req, &t.id),
+                    )
+                    .await
+                    {
+                        crate::workers::lease::Leased::Done(r) => r,
+                        _ => continue,
+                    };
+                    if let Err(e) = built {
                         tracing::error!(image = %req.image_id, error = %e, "building an image from snapshots failed");
                         let msg = format!("building the image failed: {e:#}");
                         let _ = st

@@ -6,6 +6,10 @@
 //! never waits for a VM, and a server killed half-way finishes the step after its restart: a `Starting`
 //! instance is started (or found running), a `Stopping` one is stopped, a `Running` one whose QEMU is gone
 //! becomes `Stopped`.
+//!
+//! Instances are per replica (docs/scale-out.md): an instance's QEMU, overlays and console log live with
+//! the replica that launched it (`InstanceRecord::replica`), and only that replica's worker takes its steps.
+//! Any replica's API records intent (start, stop, delete) in the database, and the owner carries it out.
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -175,6 +179,7 @@ pub async fn launch(st: &AppState, req: &LaunchRequest) -> Result<Vec<String>, A
                 client_token: req.client_token.clone(),
                 created_at: at,
                 started_at: None,
+                replica: Some(st.replica_id.clone()),
             }
         })
         .collect();
@@ -233,6 +238,13 @@ pub async fn delete(st: &AppState, id: &str, force: bool) -> Result<(), ApiError
             &rec.status,
             "Stopped (or pass Force=true)",
         ));
+    }
+    if !owned_by(st, &rec) {
+        // Its QEMU runs on another replica, which finds the record gone and removes the instance's process
+        // and directory at its next pass (an orphan directory, below in `reconcile`).
+        st.db.instance_delete(id).await.or_internal()?;
+        forget_lock(id);
+        return Ok(());
     }
     let driver = driver(st);
     driver.kill(id).await.or_internal()?;
@@ -399,6 +411,11 @@ async fn reconcile(st: &AppState) -> anyhow::Result<()> {
     let dirs = driver.list()?;
     let records = st.db.instance_list().await?;
     for rec in &records {
+        if rec.replica.is_none() && st.db.instance_adopt(&rec.id, &st.replica_id).await? {
+            tracing::info!(instance = %rec.id, "adopted an instance recorded before replicas");
+        } else if !owned_by(st, rec) {
+            continue;
+        }
         if let Err(e) = step(st, &driver, &rec.id).await {
             tracing::error!(instance = %rec.id, error = %e, "instance step failed; will retry");
         }
@@ -412,6 +429,11 @@ async fn reconcile(st: &AppState) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether this replica runs the instance's QEMU (docs/scale-out.md: instances are per replica).
+fn owned_by(st: &AppState, rec: &InstanceRecord) -> bool {
+    rec.replica.as_deref().is_none_or(|r| r == st.replica_id)
 }
 
 /// The instance worker: a reconcile pass every second, or at once when woken.

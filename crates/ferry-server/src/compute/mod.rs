@@ -9,8 +9,9 @@
 //!
 //! Invariants: every step is idempotent and driven by database state, so a restarted server finishes what
 //! a killed one started; operations on one instance are serialised by a per-instance lock within this
-//! process ([`lock`]). TODO-correctness: with several replicas these must become database leases (the
-//! scale-out issue), as for the other workers.
+//! process ([`lock`]), which suffices because only the replica that runs an instance takes its steps
+//! (instances are per replica, docs/scale-out.md). A CreateImage build runs under the lease `task:<id>`, so
+//! one replica at a time builds it.
 
 pub mod images;
 pub mod instances;

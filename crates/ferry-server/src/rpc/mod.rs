@@ -128,15 +128,40 @@ pub struct Call<'a> {
 /// Largest accepted request body (form parameters).
 const MAX_BODY: usize = 1 << 20;
 
+/// The RPC endpoint. Every line logged while a request is handled carries its `request_id` (and, once
+/// known, `action` and `access_key_id`) through the `api_request` span; its latency goes to
+/// `ferry_api_request_duration_seconds` (`crate::ops`).
 pub async fn handle(
     State(st): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    use tracing::Instrument as _;
     let request_id = ferry_api::new_request_id();
+    let span = tracing::info_span!(
+        "api_request",
+        request_id = %request_id,
+        action = tracing::field::Empty,
+        access_key_id = tracing::field::Empty,
+    );
+    handle_request(st, peer, method, uri, headers, body, request_id)
+        .instrument(span)
+        .await
+}
+
+async fn handle_request(
+    st: Arc<AppState>,
+    peer: SocketAddr,
+    method: Method,
+    uri: Uri,
+    mut headers: HeaderMap,
+    body: Bytes,
+    request_id: String,
+) -> Response {
+    let started = std::time::Instant::now();
     // HTTP/2 carries the host in the `:authority` pseudo-header, not in `Host`; v3 signatures sign `host`.
     if !headers.contains_key(axum::http::header::HOST)
         && let Some(authority) = uri.authority()
@@ -149,11 +174,17 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     let params = Params::from_parts(uri.query().unwrap_or(""), form.then_some(&body[..]));
+    if crate::console::wants_console(&method, &headers, &params) {
+        // A browser opening the server's address: the API has nothing to show it, the console does.
+        return crate::console::redirect_to_console();
+    }
     let format = Format::from_params(&params);
     let mut product = None;
-    // The authenticated caller, for the audit event (`None` until authentication succeeds).
-    let mut who: Option<Caller> = None;
-    let result = async {
+    let user_agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    // Everything up to authentication; `execute` takes over (and records the audit event) after it.
+    let authenticated = async {
         if method != Method::GET && method != Method::POST {
             return Err(ApiError::unsupported_method(method.as_str()));
         }
@@ -161,52 +192,51 @@ pub async fn handle(
             return Err(ApiError::invalid_parameter("body", "is larger than 1 MiB"));
         }
         let av = params.action_version(&headers)?;
+        tracing::Span::current().record("action", av.action.as_str());
         let p = Product::from_version(&av.version)?;
         product = Some(p);
         let caller = authenticate(&st, &method, &params, &headers, &body, peer).await?;
-        who = Some(caller.clone());
-        authorize(&st, &caller, p, &av.action, &params).await?;
-        let call = Call {
-            st: &st,
-            params: &params,
-            caller: &caller,
-        };
-        let out = match p {
-            Product::Smc => smc::dispatch(&call, &av.action).await,
-            Product::Ecs => ecs::dispatch(&call, &av.action).await,
-            Product::Ram => ram::dispatch(&call, &av.action).await,
-            Product::Sts => sts::dispatch(&call, &av.action).await,
-            Product::ActionTrail => actiontrail::dispatch(&call, &av.action).await,
-        };
-        let out = out.unwrap_or_else(|| Err(ApiError::invalid_action(&av.action, &av.version)));
-        tracing::info!(
-            %peer, action = %av.action, key = %caller.access_key_id, ok = out.is_ok(), request_id = %request_id,
-            "api call"
-        );
-        out.map(|v| (av.action, v))
+        tracing::Span::current().record("access_key_id", caller.access_key_id.as_str());
+        Ok((p, av.action, caller))
     }
     .await;
-    // ActionTrail: every answered request leaves one event, or the call fails (see crate::audit).
-    let action = params.action_version(&headers).ok().map(|av| av.action);
-    let audited = crate::audit::record_api_call(
-        &st,
-        &crate::audit::ApiCall {
-            product,
-            action: action.as_deref(),
-            request_id: &request_id,
-            params: &params,
-            peer: peer.ip(),
-            user_agent: headers
-                .get(axum::http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok()),
-            caller: who.as_ref(),
-            claimed_access_key_id: claimed_key_id(&params, &headers),
-            outcome: result.as_ref().map(|(_, v)| v),
-        },
-    )
-    .await;
-    let result = audited.and(result);
-    match result {
+    let result = match authenticated {
+        Ok((p, action, caller)) => {
+            let invocation = Invocation {
+                product: p,
+                action: &action,
+                params: &params,
+                request_id: &request_id,
+                user_agent,
+                channel: Channel::Api,
+            };
+            execute(&st, &caller, &invocation)
+                .await
+                .map(|v| (action.clone(), v))
+        }
+        Err(e) => {
+            // ActionTrail: a request refused before authentication is recorded too, with the AccessKeyId
+            // it claims (see crate::audit).
+            let action = params.action_version(&headers).ok().map(|av| av.action);
+            let recorded = crate::audit::record_api_call(
+                &st,
+                &crate::audit::ApiCall {
+                    product,
+                    action: action.as_deref(),
+                    request_id: &request_id,
+                    params: &params,
+                    peer: peer.ip(),
+                    user_agent,
+                    caller: None,
+                    claimed_access_key_id: claimed_key_id(&params, &headers),
+                    outcome: Err(&e),
+                },
+            )
+            .await;
+            recorded.and(Err(e))
+        }
+    };
+    let response = match result {
         Ok((action, value)) => {
             let (ct, body) = ferry_api::render_ok(&action, &request_id, value, format);
             ([(axum::http::header::CONTENT_TYPE, ct)], body).into_response()
@@ -220,7 +250,108 @@ pub async fn handle(
                 StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, [(axum::http::header::CONTENT_TYPE, ct)], body).into_response()
         }
+    };
+    let action = params.action_version(&headers).ok().map(|av| av.action);
+    st.metrics.observe_api(
+        product,
+        action.as_deref(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Through which door an authenticated call came: the signed RPC API or the web console's `/call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Api,
+    Console,
+}
+
+impl Channel {
+    /// The ActionTrail `eventType` of calls through this channel.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Channel::Api => crate::audit::EVENT_TYPE_API_CALL,
+            Channel::Console => crate::audit::EVENT_TYPE_CONSOLE,
+        }
     }
+}
+
+/// One authenticated call to run: which action, with which parameters, for the audit trail's sake which
+/// request and client.
+pub struct Invocation<'a> {
+    pub product: Product,
+    pub action: &'a str,
+    pub params: &'a Params,
+    pub request_id: &'a str,
+    pub user_agent: Option<&'a str>,
+    pub channel: Channel,
+}
+
+/// Runs one call of an authenticated `caller`: RAM authorization, the action, and its audit event. The
+/// signed RPC API and the web console both come here, so that the console has no way around RAM or the
+/// audit trail.
+///
+/// Errors: the authorization errors of [`authorize`] (403 `Forbidden.RAM` / `NoPermission`),
+/// `InvalidAction.NotFound` for an action the product does not have, the action's own errors, and
+/// `InternalError` when the audit event cannot be recorded (the call's effect may have happened).
+pub async fn execute(
+    st: &AppState,
+    caller: &Caller,
+    inv: &Invocation<'_>,
+) -> Result<Value, ApiError> {
+    let result = async {
+        authorize(st, caller, inv.product, inv.action, inv.params).await?;
+        let call = Call {
+            st,
+            params: inv.params,
+            caller,
+        };
+        let out = match inv.product {
+            Product::Smc => smc::dispatch(&call, inv.action).await,
+            Product::Ecs => ecs::dispatch(&call, inv.action).await,
+            Product::Ram => ram::dispatch(&call, inv.action).await,
+            Product::Sts => sts::dispatch(&call, inv.action).await,
+            Product::ActionTrail => actiontrail::dispatch(&call, inv.action).await,
+        };
+        if out.is_some() {
+            st.metrics.learn_action(inv.product, inv.action);
+        }
+        out.unwrap_or_else(|| Err(ApiError::invalid_action(inv.action, inv.product.version())))
+    }
+    .await;
+    tracing::info!(
+        peer = ?caller.source_ip, action = %inv.action, principal = %caller.user_name_for_audit(),
+        channel = ?inv.channel, ok = result.is_ok(), request_id = %inv.request_id,
+        "api call"
+    );
+    // ActionTrail: every answered call leaves one event, or the call fails (see crate::audit).
+    let api_call = crate::audit::ApiCall {
+        product: Some(inv.product),
+        action: Some(inv.action),
+        request_id: inv.request_id,
+        params: inv.params,
+        peer: caller
+            .source_ip
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        user_agent: inv.user_agent,
+        caller: Some(caller),
+        claimed_access_key_id: None,
+        outcome: result.as_ref(),
+    };
+    let mut event = crate::audit::AuditEvent::api_call(
+        &api_call,
+        api_call.identity(&st.account_id),
+        &st.cfg.region_id,
+    );
+    event.event_type = inv.channel.event_type();
+    if inv.channel == Channel::Console {
+        // A console session is not an access key: the trail names the user only.
+        event.identity.access_key_id = None;
+    }
+    crate::audit::record(st, event).await?;
+    result
 }
 
 /// The credential an AccessKeyId names: a permanent key (root or RAM user) or an STS session.

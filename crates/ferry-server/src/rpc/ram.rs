@@ -18,6 +18,7 @@ use ferry_db::{
     PRINCIPAL_ROLE, PRINCIPAL_USER, PolicyDelete, PolicyRecord, RoleDelete, RoleRecord, UserDelete,
     UserRecord, UserUpdate, now,
 };
+use ferry_db::{LoginProfileChange, LoginProfileWrite, MfaBind, MfaDelete, MfaDeviceRecord};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -62,6 +63,16 @@ pub async fn dispatch(c: &Call<'_>, action: &str) -> Option<ActionResult> {
         "GetRole" => get_role(c).await,
         "ListRoles" => list_roles(c).await,
         "DeleteRole" => delete_role(c).await,
+        "CreateLoginProfile" => create_login_profile(c).await,
+        "GetLoginProfile" => get_login_profile(c).await,
+        "UpdateLoginProfile" => update_login_profile(c).await,
+        "DeleteLoginProfile" => delete_login_profile(c).await,
+        "CreateVirtualMFADevice" => create_virtual_mfa_device(c).await,
+        "ListVirtualMFADevices" => list_virtual_mfa_devices(c).await,
+        "DeleteVirtualMFADevice" => delete_virtual_mfa_device(c).await,
+        "BindMFADevice" => bind_mfa_device(c).await,
+        "UnbindMFADevice" => unbind_mfa_device(c).await,
+        "GetUserMFAInfo" => get_user_mfa_info(c).await,
         _ => return None,
     })
 }
@@ -361,11 +372,14 @@ fn marker_page(p: &Params, items: Vec<Value>) -> Result<(Vec<Value>, Value), Api
     Ok((page, extra))
 }
 
-fn merge(mut base: Value, extra: Value) -> Value {
-    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+/// A `Marker`-paged list answer: `{"<plural>": {"<singular>": [page]}, "IsTruncated", "Marker"?}`.
+fn marker_list(p: &Params, plural: &str, singular: &str, items: Vec<Value>) -> ActionResult {
+    let (page, extra) = marker_page(p, items)?;
+    let mut body = json!({ plural: wrap_list(singular, page) });
+    if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
         b.extend(e);
     }
-    base
+    Ok(body)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -474,14 +488,21 @@ async fn list_users(c: &Call<'_>) -> ActionResult {
             .iter()
             .map(user_json)
             .collect();
-    let (page, extra) = marker_page(c.params, users)?;
-    Ok(merge(json!({ "Users": wrap_list("User", page) }), extra))
+    marker_list(c.params, "Users", "User", users)
 }
 
 async fn delete_user(c: &Call<'_>) -> ActionResult {
     let name = c.params.required("UserName")?;
+    let id = c.st.db.user_id_of(name).await.or_internal()?;
     match c.st.db.user_delete(name).await.or_internal()? {
-        UserDelete::Deleted => Ok(json!({})),
+        UserDelete::Deleted => {
+            // The password went with the user's row; its console sessions, login profile settings and
+            // MFA binding are keyed by the (never reused) user ID and go now.
+            if let Some(id) = id {
+                c.st.db.console_user_forget(&id).await.or_internal()?;
+            }
+            Ok(json!({}))
+        }
         UserDelete::NotFound => Err(user_not_found(name)),
         UserDelete::HasAccessKeys => Err(ApiError::new(
             "DeleteConflict.User.AccessKey",
@@ -608,16 +629,7 @@ async fn update_access_key(c: &Call<'_>) -> ActionResult {
         }
     };
     let owner = key_owner(c)?;
-    if owner.is_none()
-        && c.st
-            .db
-            .meta_get("root_access_key_id")
-            .await
-            .or_internal()?
-            .as_deref()
-            == Some(id)
-        && status == "Inactive"
-    {
+    if status == "Inactive" && is_bootstrap_key(c, owner, id).await? {
         return Err(root_key_protected(id));
     }
     if !c
@@ -630,6 +642,15 @@ async fn update_access_key(c: &Call<'_>) -> ActionResult {
         return Err(access_key_not_found(id));
     }
     Ok(json!({}))
+}
+
+/// Is `id`, addressed among the root account's own keys (`owner` `None`), the bootstrap key?
+async fn is_bootstrap_key(c: &Call<'_>, owner: Option<&str>, id: &str) -> Result<bool, ApiError> {
+    if owner.is_some() {
+        return Ok(false);
+    }
+    let bootstrap = c.st.db.meta_get("root_access_key_id").await.or_internal()?;
+    Ok(bootstrap.as_deref() == Some(id))
 }
 
 /// The first root key is what the CLI and the data directory's credentials file use; disabling or
@@ -647,15 +668,7 @@ fn root_key_protected(id: &str) -> ApiError {
 async fn delete_access_key(c: &Call<'_>) -> ActionResult {
     let id = c.params.required("UserAccessKeyId")?;
     let owner = key_owner(c)?;
-    if owner.is_none()
-        && c.st
-            .db
-            .meta_get("root_access_key_id")
-            .await
-            .or_internal()?
-            .as_deref()
-            == Some(id)
-    {
+    if is_bootstrap_key(c, owner, id).await? {
         return Err(root_key_protected(id));
     }
     if !c.st.db.access_key_delete(id, owner).await.or_internal()? {
@@ -753,11 +766,7 @@ async fn list_policies(c: &Call<'_>) -> ActionResult {
                 .len();
         items.push(v.json(count));
     }
-    let (page, extra) = marker_page(c.params, items)?;
-    Ok(merge(
-        json!({ "Policies": wrap_list("Policy", page) }),
-        extra,
-    ))
+    marker_list(c.params, "Policies", "Policy", items)
 }
 
 async fn delete_policy(c: &Call<'_>) -> ActionResult {
@@ -846,6 +855,20 @@ fn principal_param<'a>(c: &'a Call<'_>, ptype: &str) -> Result<&'a str, ApiError
     }
 }
 
+/// Fails with the principal type's `EntityNotExist` error unless the user or role `name` exists.
+async fn require_principal(c: &Call<'_>, ptype: &str, name: &str) -> Result<(), ApiError> {
+    let exists = if ptype == PRINCIPAL_ROLE {
+        c.st.db.role_get(name).await.or_internal()?.is_some()
+    } else {
+        c.st.db.user_get(name).await.or_internal()?.is_some()
+    };
+    if exists {
+        Ok(())
+    } else {
+        Err(principal_not_found(ptype, name))
+    }
+}
+
 async fn attach_policy(c: &Call<'_>, ptype: &str) -> ActionResult {
     let kind = policy_type(c.params)?;
     let policy = c.params.required("PolicyName")?;
@@ -887,14 +910,7 @@ async fn detach_policy(c: &Call<'_>, ptype: &str) -> ActionResult {
     {
         return Ok(json!({}));
     }
-    let exists = if ptype == PRINCIPAL_ROLE {
-        c.st.db.role_get(principal).await.or_internal()?.is_some()
-    } else {
-        c.st.db.user_get(principal).await.or_internal()?.is_some()
-    };
-    if !exists {
-        return Err(principal_not_found(ptype, principal));
-    }
+    require_principal(c, ptype, principal).await?;
     find_policy(c, kind, policy).await?;
     Err(ApiError::new(
         format!("EntityNotExist.{ptype}.Policy"),
@@ -908,14 +924,7 @@ async fn detach_policy(c: &Call<'_>, ptype: &str) -> ActionResult {
 
 async fn list_policies_for(c: &Call<'_>, ptype: &str) -> ActionResult {
     let principal = principal_param(c, ptype)?;
-    let exists = if ptype == PRINCIPAL_ROLE {
-        c.st.db.role_get(principal).await.or_internal()?.is_some()
-    } else {
-        c.st.db.user_get(principal).await.or_internal()?.is_some()
-    };
-    if !exists {
-        return Err(principal_not_found(ptype, principal));
-    }
+    require_principal(c, ptype, principal).await?;
     let mut items = Vec::new();
     for a in
         c.st.db
@@ -1035,8 +1044,7 @@ async fn list_roles(c: &Call<'_>) -> ActionResult {
             .iter()
             .map(role_json)
             .collect();
-    let (page, extra) = marker_page(c.params, roles)?;
-    Ok(merge(json!({ "Roles": wrap_list("Role", page) }), extra))
+    marker_list(c.params, "Roles", "Role", roles)
 }
 
 async fn delete_role(c: &Call<'_>) -> ActionResult {
@@ -1051,6 +1059,307 @@ async fn delete_role(c: &Call<'_>) -> ActionResult {
                 "The role {name:?} still has attached policies: detach them (ListPoliciesForRole, DetachPolicyFromRole) first."
             ),
         )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// console sign-in: login profiles and virtual MFA devices (docs/console.md)
+//
+// A login profile is a RAM user's console password (an Argon2id hash in `ram_users.password_hash`) and
+// its settings. A virtual MFA device holds a TOTP seed, sealed at rest (`crate::console::seal`); the
+// seed appears in exactly one response, CreateVirtualMFADevice's, and is never audited or logged.
+
+fn login_profile_not_found(name: &str) -> ApiError {
+    ApiError::new(
+        "EntityNotExist.User.LoginProfile",
+        404,
+        format!(
+            "The user {name:?} has no login profile (console password): create one with CreateLoginProfile."
+        ),
+    )
+}
+
+fn login_profile_json(p: &ferry_db::LoginProfileRecord) -> Value {
+    json!({
+        "UserName": p.user_name,
+        "PasswordResetRequired": p.password_reset_required,
+        "MFABindRequired": p.mfa_bind_required,
+        "CreateDate": time_str(p.created_at),
+        "UpdateDate": time_str(p.updated_at),
+    })
+}
+
+async fn create_login_profile(c: &Call<'_>) -> ActionResult {
+    let p = c.params;
+    let name = p.required("UserName")?;
+    check_user_name("UserName", name)?;
+    let password = p.required("Password")?;
+    crate::console::password::check_policy("Password", password)?;
+    let reset = p.get_bool("PasswordResetRequired")?.unwrap_or(false);
+    let bind = p.get_bool("MFABindRequired")?.unwrap_or(false);
+    let hash = crate::console::password::hash(password).await?;
+    match c
+        .st
+        .db
+        .login_profile_create(name, &hash, reset, bind, now())
+        .await
+        .or_internal()?
+    {
+        LoginProfileWrite::Done => {}
+        LoginProfileWrite::UserNotFound => return Err(user_not_found(name)),
+        LoginProfileWrite::AlreadyExists | LoginProfileWrite::NotFound => {
+            return Err(ApiError::new(
+                "EntityAlreadyExists.User.LoginProfile",
+                409,
+                format!(
+                    "The user {name:?} already has a login profile: change it with UpdateLoginProfile."
+                ),
+            ));
+        }
+    }
+    let profile =
+        c.st.db
+            .login_profile_get(name)
+            .await
+            .or_internal()?
+            .ok_or_else(|| login_profile_not_found(name))?;
+    Ok(json!({ "LoginProfile": login_profile_json(&profile) }))
+}
+
+async fn get_login_profile(c: &Call<'_>) -> ActionResult {
+    let name = c.params.required("UserName")?;
+    match c.st.db.login_profile_get(name).await.or_internal()? {
+        Some(p) => Ok(json!({ "LoginProfile": login_profile_json(&p) })),
+        None if c.st.db.user_id_of(name).await.or_internal()?.is_none() => {
+            Err(user_not_found(name))
+        }
+        None => Err(login_profile_not_found(name)),
+    }
+}
+
+async fn update_login_profile(c: &Call<'_>) -> ActionResult {
+    let p = c.params;
+    let name = p.required("UserName")?;
+    let password = p.get("Password").filter(|v| !v.is_empty());
+    let password_hash = match password {
+        Some(pw) => {
+            crate::console::password::check_policy("Password", pw)?;
+            Some(crate::console::password::hash(pw).await?)
+        }
+        None => None,
+    };
+    let change = LoginProfileChange {
+        password_hash,
+        password_reset_required: p.get_bool("PasswordResetRequired")?,
+        mfa_bind_required: p.get_bool("MFABindRequired")?,
+    };
+    match c
+        .st
+        .db
+        .login_profile_update(name, &change, now())
+        .await
+        .or_internal()?
+    {
+        LoginProfileWrite::Done | LoginProfileWrite::AlreadyExists => Ok(json!({})),
+        LoginProfileWrite::UserNotFound => Err(user_not_found(name)),
+        LoginProfileWrite::NotFound => Err(login_profile_not_found(name)),
+    }
+}
+
+async fn delete_login_profile(c: &Call<'_>) -> ActionResult {
+    let name = c.params.required("UserName")?;
+    match c.st.db.login_profile_delete(name).await.or_internal()? {
+        LoginProfileWrite::Done | LoginProfileWrite::AlreadyExists => Ok(json!({})),
+        LoginProfileWrite::UserNotFound => Err(user_not_found(name)),
+        LoginProfileWrite::NotFound => Err(login_profile_not_found(name)),
+    }
+}
+
+fn mfa_device_not_found(serial: &str) -> ApiError {
+    ApiError::new(
+        "EntityNotExist.VirtualMFADevice",
+        404,
+        format!(
+            "The virtual MFA device {serial:?} does not exist: check the SerialNumber with ListVirtualMFADevices."
+        ),
+    )
+}
+
+fn user_mfa_not_found(name: &str) -> ApiError {
+    ApiError::new(
+        "EntityNotExist.User.MFADevice",
+        404,
+        format!("The user {name:?} has no MFA device bound: bind one with BindMFADevice."),
+    )
+}
+
+/// The user `name`, or `EntityNotExist.User`.
+async fn existing_user(c: &Call<'_>, name: &str) -> Result<UserRecord, ApiError> {
+    c.st.db
+        .user_get(name)
+        .await
+        .or_internal()?
+        .ok_or_else(|| user_not_found(name))
+}
+
+async fn create_virtual_mfa_device(c: &Call<'_>) -> ActionResult {
+    use rand::RngCore as _;
+    let name = c.params.required("VirtualMFADeviceName")?;
+    check_chars("VirtualMFADeviceName", name, 1, 64, ".-_")?;
+    let serial = format!("acs:ram::{}:mfa/{name}", c.st.account_id);
+    let mut seed = vec![0u8; crate::console::totp::SEED_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let device = MfaDeviceRecord {
+        serial_number: serial.clone(),
+        name: name.to_owned(),
+        seed: crate::console::seal::seal(c.st, &serial, &seed)?,
+        user_id: None,
+        activated_at: None,
+        last_step: 0,
+        created_at: now(),
+    };
+    if !c.st.db.mfa_device_create(&device).await.or_internal()? {
+        return Err(ApiError::new(
+            "EntityAlreadyExists.VirtualMFADevice",
+            409,
+            format!(
+                "A virtual MFA device named {name:?} already exists: choose another VirtualMFADeviceName."
+            ),
+        ));
+    }
+    Ok(json!({
+        "VirtualMFADevice": {
+            "SerialNumber": serial,
+            "Base32StringSeed": crate::console::totp::base32_encode(&seed),
+        }
+    }))
+}
+
+async fn list_virtual_mfa_devices(c: &Call<'_>) -> ActionResult {
+    let users = c.st.db.user_list().await.or_internal()?;
+    let devices: Vec<Value> =
+        c.st.db
+            .mfa_device_list()
+            .await
+            .or_internal()?
+            .into_iter()
+            .map(|d| {
+                let mut v = json!({ "SerialNumber": d.serial_number });
+                if let (Some(obj), Some(at)) = (v.as_object_mut(), d.activated_at) {
+                    obj.insert("ActivateDate".into(), json!(time_str(at)));
+                }
+                if let (Some(obj), Some(u)) = (
+                    v.as_object_mut(),
+                    users.iter().find(|u| Some(&u.id) == d.user_id.as_ref()),
+                ) {
+                    obj.insert(
+                        "User".into(),
+                        json!({
+                            "UserId": u.id,
+                            "UserName": u.name,
+                            "DisplayName": u.display_name,
+                        }),
+                    );
+                }
+                v
+            })
+            .collect();
+    Ok(json!({ "VirtualMFADevices": wrap_list("VirtualMFADevice", devices) }))
+}
+
+async fn delete_virtual_mfa_device(c: &Call<'_>) -> ActionResult {
+    let serial = c.params.required("SerialNumber")?;
+    match c.st.db.mfa_device_delete(serial).await.or_internal()? {
+        MfaDelete::Deleted => Ok(json!({})),
+        MfaDelete::NotFound => Err(mfa_device_not_found(serial)),
+        MfaDelete::Bound => Err(ApiError::new(
+            "DeleteConflict.VirtualMFADevice.User",
+            409,
+            format!(
+                "The virtual MFA device {serial:?} is bound to a user: unbind it (UnbindMFADevice) first."
+            ),
+        )),
+    }
+}
+
+/// The time step of the first of two consecutive codes, `code1` then `code2`, when `code2` is the code
+/// of the current step or of one step on either side (so `code1` may be one step older than that).
+fn consecutive_codes(seed: &[u8], code1: &str, code2: &str, now: i64) -> Option<i64> {
+    use crate::console::totp::{code_at_step, step_of};
+    let current = step_of(now);
+    (current - 2..=current).find(|&s| {
+        let a = code_at_step(seed, s);
+        let b = code_at_step(seed, s + 1);
+        use subtle::ConstantTimeEq as _;
+        bool::from(a.as_bytes().ct_eq(code1.trim().as_bytes()))
+            & bool::from(b.as_bytes().ct_eq(code2.trim().as_bytes()))
+    })
+}
+
+async fn bind_mfa_device(c: &Call<'_>) -> ActionResult {
+    let p = c.params;
+    let serial = p.required("SerialNumber")?;
+    let name = p.required("UserName")?;
+    let code1 = p.required("AuthenticationCode1")?;
+    let code2 = p.required("AuthenticationCode2")?;
+    let user = existing_user(c, name).await?;
+    let device =
+        c.st.db
+            .mfa_device_get(serial)
+            .await
+            .or_internal()?
+            .ok_or_else(|| mfa_device_not_found(serial))?;
+    let seed = crate::console::seal::open(c.st, serial, &device.seed)?;
+    let Some(step) = consecutive_codes(&seed, code1, code2, crate::console::now(c.st)) else {
+        return Err(ApiError::new(
+            "InvalidParameter.AuthenticationCode",
+            400,
+            "AuthenticationCode1 and AuthenticationCode2 must be two consecutive codes of the device, the second one current: add the seed to your authenticator app, then send the code it shows and the next one.",
+        ));
+    };
+    match c
+        .st
+        .db
+        .mfa_device_bind(serial, &user.id, step + 1, now())
+        .await
+        .or_internal()?
+    {
+        MfaBind::Bound => Ok(json!({})),
+        MfaBind::DeviceNotFound => Err(mfa_device_not_found(serial)),
+        MfaBind::DeviceInUse => Err(ApiError::new(
+            "EntityAlreadyExists.VirtualMFADevice.User",
+            409,
+            format!(
+                "The virtual MFA device {serial:?} is already bound to a user: create another device for {name:?}."
+            ),
+        )),
+        MfaBind::UserHasDevice => Err(ApiError::new(
+            "EntityAlreadyExists.User.MFADevice",
+            409,
+            format!(
+                "The user {name:?} already has an MFA device: unbind it (UnbindMFADevice) first."
+            ),
+        )),
+    }
+}
+
+async fn unbind_mfa_device(c: &Call<'_>) -> ActionResult {
+    let name = c.params.required("UserName")?;
+    let user = existing_user(c, name).await?;
+    match c.st.db.mfa_device_unbind(&user.id).await.or_internal()? {
+        Some(serial) => Ok(json!({ "MFADevice": { "SerialNumber": serial } })),
+        None => Err(user_mfa_not_found(name)),
+    }
+}
+
+async fn get_user_mfa_info(c: &Call<'_>) -> ActionResult {
+    let name = c.params.required("UserName")?;
+    let user = existing_user(c, name).await?;
+    match c.st.db.mfa_device_for_user(&user.id).await.or_internal()? {
+        Some(d) => Ok(json!({
+            "MFADevice": { "SerialNumber": d.serial_number, "Type": "VMFA" }
+        })),
+        None => Err(user_mfa_not_found(name)),
     }
 }
 
@@ -1109,5 +1418,28 @@ mod tests {
         }
         assert_eq!(seen, items);
         assert!(marker_page(&Params::from_query("Marker=x"), items).is_err());
+    }
+
+    #[test]
+    fn binding_takes_two_consecutive_codes_ending_now() {
+        use crate::console::totp::{code_at_step, step_of};
+        let seed = b"12345678901234567890";
+        let now = 1_111_111_111;
+        let s = step_of(now);
+        let code = |d: i64| code_at_step(seed, s + d);
+        assert_eq!(
+            consecutive_codes(seed, &code(-1), &code(0), now),
+            Some(s - 1)
+        );
+        assert_eq!(consecutive_codes(seed, &code(0), &code(1), now), Some(s));
+        assert_eq!(
+            consecutive_codes(seed, &code(-2), &code(-1), now),
+            Some(s - 2)
+        );
+        // Not consecutive, out of order, or too old.
+        assert_eq!(consecutive_codes(seed, &code(-1), &code(1), now), None);
+        assert_eq!(consecutive_codes(seed, &code(0), &code(-1), now), None);
+        assert_eq!(consecutive_codes(seed, &code(-3), &code(-2), now), None);
+        assert_eq!(consecutive_codes(seed, &code(0), &code(0), now), None);
     }
 }

@@ -3,8 +3,10 @@
 //! export left `Processing` is written again. The job scheduler (timers, expiry, purge, image retention)
 //! is in `scheduler`.
 //!
-//! TODO-correctness: with several replicas these loops must take leases through the database (scale-out
-//! issue); today each process assumes it is alone.
+//! Several replicas may run these loops on one database (docs/scale-out.md): each unit of work is taken
+//! under a database lease first ([`lease`]): `build:<run_id>` per image build, `task:<task_id>` per export,
+//! `qcow2:<image_id>:<disk>` per qcow2 derivation, and the singletons `scheduler` and `offline-detector`. A
+//! dead replica's lease expires and another replica takes the work over from its durable state.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,10 @@ use ferry_types::inventory::Inventory;
 use crate::AppState;
 use crate::app::jobs;
 
+pub mod lease;
 pub mod scheduler;
+
+use lease::Leased;
 
 pub fn spawn_all(st: Arc<AppState>) {
     tokio::spawn(scheduler::run(st.clone()));
@@ -36,7 +41,22 @@ async fn image_builder(st: Arc<AppState>) {
         match st.db.run_list_by_status("Processing").await {
             Ok(runs) => {
                 for run in runs {
-                    if let Err(e) = build_run(&st, &run).await {
+                    let still_to_do = async {
+                        matches!(st.db.run_get(&run.id).await, Ok(Some(r)) if r.status == "Processing")
+                    };
+                    let name = format!("build:{}", run.id);
+                    let result = match lease::run_leased(
+                        &st,
+                        &name,
+                        still_to_do,
+                        build_run(&st, &run),
+                    )
+                    .await
+                    {
+                        Leased::Done(r) => r,
+                        Leased::Busy | Leased::Lost => continue,
+                    };
+                    if let Err(e) = result {
                         if is_no_space(&e) {
                             // Like a full disk during the upload: pause, say why, and try again once space
                             // is freed (the next loop). Nothing needs to be sent again.
@@ -215,7 +235,20 @@ async fn qcow2_deriver(st: Arc<AppState>) {
                 for d in disks {
                     let raw = std::path::PathBuf::from(&d.raw_path);
                     let qcow2 = raw.with_extension("qcow2");
-                    match ferry_image::convert(&raw, &qcow2, ImageFormat::Qcow2).await {
+                    let still_to_do = async {
+                        st.db.image_disk_list(&d.image_id).await.is_ok_and(|ds| {
+                            ds.iter()
+                                .any(|x| x.disk_index == d.disk_index && x.qcow2_path.is_none())
+                        })
+                    };
+                    let name = format!("qcow2:{}:{}", d.image_id, d.disk_index);
+                    let convert = ferry_image::convert(&raw, &qcow2, ImageFormat::Qcow2);
+                    let converted = match lease::run_leased(&st, &name, still_to_do, convert).await
+                    {
+                        Leased::Done(r) => r,
+                        Leased::Busy | Leased::Lost => continue,
+                    };
+                    match converted {
                         Ok(()) => {
                             let path = qcow2.display().to_string();
                             if let Err(e) = st
@@ -256,29 +289,41 @@ async fn exporter(st: Arc<AppState>) {
                     .into_iter()
                     .filter(|t| t.status == "Processing" && t.action == "ExportImage")
                 {
-                    let result = export(&st, &t.request).await;
-                    let outcome = match &result {
-                        Ok(files) => {
-                            let json = serde_json::json!({ "Files": files }).to_string();
-                            st.db
-                                .task_finish(&t.id, "Finished", Some(&json), None)
-                                .await
-                        }
-                        Err(e) => {
-                            tracing::error!(task = %t.id, error = %e, "export failed");
-                            st.db
-                                .task_finish(&t.id, "Failed", None, Some(&e.to_string()))
-                                .await
-                        }
+                    let still_to_do = async {
+                        matches!(st.db.task_get(&t.id).await, Ok(Some(t)) if t.status == "Processing")
                     };
-                    if let Err(e) = outcome {
-                        tracing::error!(task = %t.id, error = %e, "cannot record the export's result");
-                    }
+                    let name = format!("task:{}", t.id);
+                    let work = async {
+                        let result = export(&st, &t.request).await;
+                        record_export(&st, &t.id, &result).await;
+                    };
+                    let _ = lease::run_leased(&st, &name, still_to_do, work).await;
                 }
             }
             Err(e) => tracing::error!(error = %e, "exporter cannot read tasks"),
         }
         idle(&st, 2).await;
+    }
+}
+
+/// Records an export's outcome on its task (under the task's lease).
+async fn record_export(st: &AppState, task_id: &str, result: &anyhow::Result<Vec<String>>) {
+    let outcome = match result {
+        Ok(files) => {
+            let json = serde_json::json!({ "Files": files }).to_string();
+            st.db
+                .task_finish(task_id, "Finished", Some(&json), None)
+                .await
+        }
+        Err(e) => {
+            tracing::error!(task = task_id, error = %e, "export failed");
+            st.db
+                .task_finish(task_id, "Failed", None, Some(&e.to_string()))
+                .await
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::error!(task = task_id, error = %e, "cannot record the export's result");
     }
 }
 
@@ -302,6 +347,31 @@ async fn export(st: &AppState, request: &str) -> anyhow::Result<Vec<String>> {
             d.disk_index,
             format.name()
         );
+        let store = st.chunks.object_store();
+        if store.local_path("buckets").is_none() {
+            // A remote (S3) store: the bucket is the prefix `buckets/<bucket>/` in the store's bucket
+            // (docs/decisions.md). Convert next to the raw image, then upload in parts.
+            let key = format!("buckets/{}/{name}", req.bucket);
+            let tmp = std::path::Path::new(&d.raw_path).with_extension(format!(
+                "export-{:016x}.{}",
+                rand::random::<u64>(),
+                format.name()
+            ));
+            let converted = ferry_image::convert(std::path::Path::new(&d.raw_path), &tmp, format)
+                .await
+                .map_err(anyhow::Error::from);
+            let uploaded = match converted {
+                Ok(()) => store
+                    .put_file(&key, &tmp)
+                    .await
+                    .map_err(anyhow::Error::from),
+                Err(e) => Err(e),
+            };
+            let _ = tokio::fs::remove_file(&tmp).await;
+            uploaded?;
+            files.push(store.location(&key));
+            continue;
+        }
         let out = dir.join(&name);
         if let Some(parent) = out.parent() {
             tokio::fs::create_dir_all(parent).await?;
@@ -316,9 +386,12 @@ async fn export(st: &AppState, request: &str) -> anyhow::Result<Vec<String>> {
 /// (`SourceServer.Offline`); the next heartbeat brings them back.
 async fn offline_detector(st: Arc<AppState>) {
     let interval = i64::from(st.cfg.heartbeat_interval_secs);
+    let mut lease = lease::Singleton::new("offline-detector");
     loop {
         let at = now();
-        if let Ok((sources, _)) = st.db.source_list(&Default::default(), 0, i64::MAX).await {
+        if !lease.hold(&st).await {
+            // Another replica watches the heartbeats.
+        } else if let Ok((sources, _)) = st.db.source_list(&Default::default(), 0, i64::MAX).await {
             for s in sources {
                 if s.state != "Unavailable"
                     && s.state != "Deleting"

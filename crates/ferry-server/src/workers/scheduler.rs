@@ -9,8 +9,11 @@
 //!
 //! and, for incremental jobs, deletes the oldest images beyond `MaxNumberOfImageToKeep`.
 //!
-//! Invariants: each step is a guarded transition in the data layer, so a step taken twice (a second
-//! replica, a restart mid-step) does nothing the second time; a step that cannot be taken now (the agent
+//! One replica at a time ticks (the `scheduler` lease, docs/scale-out.md); purge and image retention are
+//! part of the tick.
+//!
+//! Invariants: each step is a guarded transition in the data layer, so a step taken twice (a replica that
+//! lost the lease mid-tick, a restart mid-step) does nothing the second time; a step that cannot be taken now (the agent
 //! is offline at a scheduled start) is tried again at the next tick and says why in the job's
 //! `StatusInfo`. Expiry is checked before starting, so a job whose start time and expiry have both passed
 //! expires rather than runs.
@@ -33,9 +36,14 @@ pub fn cycle_image_name(image_name: &str, seq: i64) -> String {
     format!("{image_name}-CYCLE_{seq}")
 }
 
+/// Ticks while this replica holds the `scheduler` lease; one replica at a time schedules, and another takes
+/// over within a lease TTL when it dies.
 pub async fn run(st: Arc<AppState>) {
+    let mut lease = super::lease::Singleton::new("scheduler");
     loop {
-        tick(&st, st.clock.now()).await;
+        if lease.hold(&st).await {
+            tick(&st, st.clock.now()).await;
+        }
         super::idle(&st, TICK_SECS).await;
     }
 }

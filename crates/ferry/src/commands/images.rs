@@ -15,48 +15,58 @@ use crate::output::{Table, human_bytes, key_values};
 use crate::view::{list, number, text, time};
 
 /// Every image status ECS defines: `DescribeImages` lists only Available images unless asked.
-const ALL_STATUSES: &str = "Creating,Waiting,Available,UnAvailable,CreateFailed,Deprecated";
+pub(super) const ALL_STATUSES: &str =
+    "Creating,Waiting,Available,UnAvailable,CreateFailed,Deprecated";
 const TASK_POLL: Duration = Duration::from_secs(1);
 const SPINNER_TEMPLATE: &str = "{spinner} {msg} ({elapsed})";
+
+/// `DescribeImages` for the one image `id`, whatever its status: the response and the image in it; an
+/// error when the image does not exist.
+pub(super) async fn describe_image(
+    s: &Session<'_, '_>,
+    id: &str,
+) -> anyhow::Result<(Value, Value)> {
+    let params = [
+        s.region(),
+        ("ImageId".to_owned(), id.to_owned()),
+        ("Status".to_owned(), ALL_STATUSES.to_owned()),
+    ];
+    let resp = s.client.ecs("DescribeImages", &params).await?;
+    let Some(image) = list(&resp, "Images", "Image")
+        .iter()
+        .find(|i| text(i, "ImageId") == id)
+        .cloned()
+    else {
+        anyhow::bail!("image {id} does not exist: list images with `ferry image list`");
+    };
+    Ok((resp, image))
+}
 
 pub(super) async fn run(s: &mut Session<'_, '_>, cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
         ImageCommand::List => {
             let params = [s.region(), ("Status".to_owned(), ALL_STATUSES.to_owned())];
-            let (doc, items) = s
-                .fetch_all(
+            let Some(items) = s
+                .list_items(
                     ECS_VERSION,
                     "DescribeImages",
                     &params,
                     ("Images", "Image"),
                     100,
+                    "No images. Replication jobs build them: see `ferry job list`.\n",
                 )
-                .await?;
-            if s.json_output() {
-                return s.print_json(&doc);
-            }
-            if items.is_empty() {
-                return s.print("No images. Replication jobs build them: see `ferry job list`.\n");
-            }
+                .await?
+            else {
+                return Ok(());
+            };
             s.print(&images_table(&items).render())
         }
         ImageCommand::Show { id } => {
-            let params = [
-                s.region(),
-                ("ImageId".to_owned(), id.clone()),
-                ("Status".to_owned(), ALL_STATUSES.to_owned()),
-            ];
-            let resp = s.client.ecs("DescribeImages", &params).await?;
-            let Some(image) = list(&resp, "Images", "Image")
-                .iter()
-                .find(|i| text(i, "ImageId") == id)
-            else {
-                anyhow::bail!("image {id} does not exist: list images with `ferry image list`");
-            };
+            let (resp, image) = describe_image(s, &id).await?;
             if s.json_output() {
                 return s.print_json(&resp);
             }
-            s.print(&render_image(image))
+            s.print(&render_image(&image))
         }
         ImageCommand::Export {
             id,
@@ -156,6 +166,27 @@ fn images_table(items: &[Value]) -> Table {
     t
 }
 
+/// What can be done with an image in its status.
+fn image_next_step(i: &Value) -> String {
+    let id = text(i, "ImageId");
+    match text(i, "Status").as_str() {
+        "Available" => format!(
+            "launch it with `ferry instance run --image {id}`, or export it with `ferry image export {id} \
+             --format qcow2 --bucket BUCKET`"
+        ),
+        "Creating" | "Waiting" => {
+            format!("it is being built: check again with `ferry image show {id}`")
+        }
+        "CreateFailed" => match text(i, "JobId") {
+            job if !job.is_empty() => format!(
+                "the build failed: `ferry job show {job}` has the reason; start the job again to rebuild"
+            ),
+            _ => "the build failed: the server's log has the reason; create it again".to_owned(),
+        },
+        _ => String::new(),
+    }
+}
+
 /// The readable description of one image and its disks.
 pub fn render_image(i: &Value) -> String {
     let mut out = format!("Image {} ({})\n", text(i, "ImageId"), text(i, "ImageName"));
@@ -173,6 +204,7 @@ pub fn render_image(i: &Value) -> String {
             ("Job", text(i, "JobId")),
             ("Created", time(i, "CreationTime")),
             ("Description", text(i, "Description")),
+            ("Next", image_next_step(i)),
         ],
         2,
     ));
@@ -373,6 +405,10 @@ mod tests {
         let out = render_image(&image());
         assert!(out.contains("Status:       Available (100%)"), "{out}");
         assert!(out.contains("/dev/xvdb  data    512.0 MiB"), "{out}");
+        assert!(out.contains("ferry instance run --image m-1"), "{out}");
+        let mut failed = image();
+        failed["Status"] = json!("CreateFailed");
+        assert!(render_image(&failed).contains("ferry job show j-1"));
     }
 
     #[test]

@@ -53,23 +53,19 @@ pub(super) async fn run(s: &mut Session<'_, '_>, cmd: InstanceCommand) -> anyhow
             ))
         }
         InstanceCommand::List => {
-            let (doc, items) = s
-                .fetch_all(
+            let Some(items) = s
+                .list_items(
                     ECS_VERSION,
                     "DescribeInstances",
                     &[s.region()],
                     ("Instances", "Instance"),
                     100,
-                )
-                .await?;
-            if s.json_output() {
-                return s.print_json(&doc);
-            }
-            if items.is_empty() {
-                return s.print(
                     "No instances. Launch one from an image with `ferry instance run --image <image ID>`.\n",
-                );
-            }
+                )
+                .await?
+            else {
+                return Ok(());
+            };
             s.print(&instances_table(&items).render())
         }
         InstanceCommand::Show { id } => {

@@ -58,23 +58,19 @@ pub(super) async fn run(s: &mut Session<'_, '_>, cmd: JobCommand) -> anyhow::Res
             ))
         }
         JobCommand::List => {
-            let (doc, items) = s
-                .fetch_all(
+            let Some(items) = s
+                .list_items(
                     SMC_VERSION,
                     "DescribeReplicationJobs",
                     &[],
                     ("ReplicationJobs", "ReplicationJob"),
                     50,
-                )
-                .await?;
-            if s.json_output() {
-                return s.print_json(&doc);
-            }
-            if items.is_empty() {
-                return s.print(
                     "No replication jobs. Create one with `ferry job create --source <source ID>`.\n",
-                );
-            }
+                )
+                .await?
+            else {
+                return Ok(());
+            };
             let jobs: Vec<JobView> = items.iter().map(JobView::from_json).collect();
             s.print(&jobs_table(&jobs).render())
         }
@@ -368,6 +364,7 @@ pub fn render_job(j: &JobView) -> String {
             ("Image", j.image_id.clone()),
             ("Created", j.created.clone()),
             ("Valid until", j.valid_until.clone()),
+            ("Next", crate::view::job_next_step(&j.status, &j.id)),
         ],
         2,
     ));
@@ -616,6 +613,11 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("bandwidth 10.0 MiB/s, zstd level 3"), "{out}");
+        let next = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("Next:"))
+            .expect("a next step");
+        assert!(next.contains("ferry job stop j-1"), "{next}");
         let run = out.lines().find(|l| l.contains("r-1")).expect("run row");
         assert!(
             run.contains("1.0 GiB / 2.0 GiB")

@@ -11,6 +11,7 @@
 
 mod activation;
 pub(crate) mod audit;
+pub mod doctor;
 mod images;
 mod instances;
 mod jobs;
@@ -74,9 +75,12 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> anyhow::Result<()> {
         Command::Audit(audit::AuditCommand::Verify(args)) => {
             audit::verify(&conn, args, output, io.out).await
         }
+        // Before connecting: finding out why connecting fails is its job.
+        Command::Doctor(args) => doctor::run(&conn, args, output, io).await,
         command => {
             let resolved = config::resolve(&conn, io.home.as_deref())?;
-            let client = resolved.client()?;
+            let key = crate::client::key_source(&conn, io.home.as_deref(), &resolved.access_key_id);
+            let client = resolved.client()?.with_key_source(key);
             let mut s = Session {
                 client,
                 resolved,
@@ -96,7 +100,10 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> anyhow::Result<()> {
                 Command::Audit(c) => audit::run(&mut s, c).await,
                 Command::Call(args) => call(&mut s, args).await,
                 // These were handled above, before connecting.
-                Command::Server(_) | Command::Configure(_) | Command::Completions { .. } => Ok(()),
+                Command::Server(_)
+                | Command::Configure(_)
+                | Command::Completions { .. }
+                | Command::Doctor(_) => Ok(()),
             }
         }
     }
@@ -172,6 +179,32 @@ impl Session<'_, '_> {
             *list = Value::Array(items.clone());
         }
         Ok((doc, items))
+    }
+
+    /// What every `… list` command does first: all items of a paged list action ([`Self::fetch_all`]),
+    /// or `None` when the command's output is already printed: the whole list as one document with
+    /// `--output json`, or `empty` (a hint saying how to make some) when there are no items.
+    pub async fn list_items(
+        &mut self,
+        version: &str,
+        action: &str,
+        params: &[(String, String)],
+        keys: (&str, &str),
+        page_size: u64,
+        empty: &str,
+    ) -> anyhow::Result<Option<Vec<Value>>> {
+        let (doc, items) = self
+            .fetch_all(version, action, params, keys, page_size)
+            .await?;
+        if self.json_output() {
+            self.print_json(&doc)?;
+            return Ok(None);
+        }
+        if items.is_empty() {
+            self.print(empty)?;
+            return Ok(None);
+        }
+        Ok(Some(items))
     }
 }
 

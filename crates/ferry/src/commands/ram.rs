@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use super::Session;
 use crate::cli::{
-    AssumeRoleArgs, PolicyPrincipal, PolicyType, RamCommand, RamKeyCommand, RamPolicyCommand,
-    RamRoleCommand, RamUserCommand,
+    AssumeRoleArgs, PolicyPrincipal, PolicyType, RamCommand, RamKeyCommand, RamMfaCommand,
+    RamPolicyCommand, RamRoleCommand, RamUserCommand,
 };
 use crate::client::ClientError;
 use crate::config::{self, Profile};
@@ -171,7 +171,256 @@ async fn user(s: &mut Session<'_, '_>, cmd: RamUserCommand) -> anyhow::Result<()
             }
             s.print(&format!("Deleted RAM user {name}.\n"))
         }
+        RamUserCommand::SetPassword {
+            name,
+            password_stdin,
+            require_mfa,
+            reset_required,
+        } => set_password(s, &name, password_stdin, require_mfa, reset_required).await,
+        RamUserCommand::Mfa(RamMfaCommand::Enable {
+            name,
+            codes,
+            device,
+        }) => mfa_enable(s, &name, codes, device).await,
+        RamUserCommand::Mfa(RamMfaCommand::Disable { name }) => mfa_disable(s, &name).await,
     }
+}
+
+/// A generated console password: 20 letters and digits with at least one of each (the server's policy).
+fn generated_password() -> String {
+    loop {
+        let pw = ferry_server::app::random_secret(20);
+        if pw.chars().any(|c| c.is_ascii_alphabetic()) && pw.chars().any(|c| c.is_ascii_digit()) {
+            return pw;
+        }
+    }
+}
+
+/// `ferry ram user set-password`: CreateLoginProfile, or UpdateLoginProfile when the user has one.
+async fn set_password(
+    s: &mut Session<'_, '_>,
+    name: &str,
+    from_stdin: bool,
+    require_mfa: bool,
+    reset_required: bool,
+) -> anyhow::Result<()> {
+    let (password, generated) = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_owned();
+        anyhow::ensure!(
+            !pw.is_empty(),
+            "standard input held no password: pipe it in, e.g. `printf '%s\\n' \"$PW\" | ferry ram user set-password {name} --password-stdin`"
+        );
+        (pw, false)
+    } else {
+        (generated_password(), true)
+    };
+    let params = vec![
+        p("UserName", name),
+        p("Password", password.clone()),
+        p("PasswordResetRequired", reset_required.to_string()),
+        p("MFABindRequired", require_mfa.to_string()),
+    ];
+    let resp = match s.client.ram("CreateLoginProfile", &params).await {
+        Ok(r) => r,
+        Err(e) if e.api_code() == Some("EntityAlreadyExists.User.LoginProfile") => {
+            s.client.ram("UpdateLoginProfile", &params).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if s.json_output() {
+        // The password is only in the JSON when this command made it up (nobody else knows it).
+        let mut doc = resp;
+        if generated && let Some(o) = doc.as_object_mut() {
+            o.insert("Password".into(), Value::String(password));
+        }
+        return s.print_json(&doc);
+    }
+    let mut out = format!("Console password set for {name}.");
+    if generated {
+        out.push_str(&format!(
+            " Generated password (shown once, give it to the user): {password}"
+        ));
+    }
+    out.push_str(&format!(
+        "\nSign in at <endpoint>/console/. Console actions need policies like any API call (e.g. \
+         `ferry ram policy attach AdministratorAccess --user {name}`).\n"
+    ));
+    if require_mfa {
+        out.push_str(&format!(
+            "MFA is requested: bind a device with `ferry ram user mfa enable {name}`.\n"
+        ));
+    }
+    s.print(&out)
+}
+
+/// The `otpauth://` URI of a virtual MFA device (what authenticator apps import).
+fn otpauth_uri(account_label: &str, base32_seed: &str) -> String {
+    let enc = |t: &str| -> String {
+        t.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    format!(
+        "otpauth://totp/Ferry:{}?secret={base32_seed}&issuer=Ferry&algorithm=SHA1&digits=6&period=30",
+        enc(account_label)
+    )
+}
+
+/// The virtual MFA device named `device`: its serial number and whether it is bound to a user.
+async fn find_device(s: &Session<'_, '_>, device: &str) -> anyhow::Result<Option<(String, bool)>> {
+    let resp = s.client.ram("ListVirtualMFADevices", &[]).await?;
+    let suffix = format!(":mfa/{device}");
+    Ok(list(&resp, "VirtualMFADevices", "VirtualMFADevice")
+        .iter()
+        .map(|d| (text(d, "SerialNumber"), d.get("User").is_some()))
+        .find(|(serial, _)| serial.ends_with(&suffix)))
+}
+
+/// `ferry ram user mfa enable`, in one or two steps:
+/// * without `--codes`: creates the virtual MFA device (replacing an unbound one of the same name, whose
+///   seed cannot be shown again) and prints its `otpauth://` URI; on a terminal it then asks for two codes
+///   and binds, otherwise it says to run again with `--codes`;
+/// * with `--codes C1,C2`: binds the unbound device created before (or, if there is none, fails saying to
+///   run without `--codes` first).
+async fn mfa_enable(
+    s: &mut Session<'_, '_>,
+    name: &str,
+    codes: Vec<String>,
+    device: Option<String>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        codes.is_empty() || codes.len() == 2,
+        "--codes takes two consecutive codes separated by a comma, e.g. --codes 123456,654321"
+    );
+    let device = device.unwrap_or_else(|| name.to_owned());
+    let existing = find_device(s, &device).await?;
+    let (serial, codes) = if codes.is_empty() {
+        match existing {
+            Some((_, true)) => anyhow::bail!(
+                "the MFA device {device:?} is bound already: `ferry ram user mfa disable {name}` first, or pass --device NAME"
+            ),
+            // Its seed was shown once, when it was made: make a new one.
+            Some((serial, false)) => {
+                s.client
+                    .ram("DeleteVirtualMFADevice", &[p("SerialNumber", serial)])
+                    .await?;
+            }
+            None => {}
+        }
+        let created = s
+            .client
+            .ram(
+                "CreateVirtualMFADevice",
+                &[p("VirtualMFADeviceName", device.clone())],
+            )
+            .await?;
+        let v = created
+            .get("VirtualMFADevice")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let serial = text(&v, "SerialNumber");
+        let uri = otpauth_uri(name, &text(&v, "Base32StringSeed"));
+        if !s.io.interactive {
+            if s.json_output() {
+                return s.print_json(&serde_json::json!({
+                    "UserName": name,
+                    "SerialNumber": serial,
+                    "OtpauthUri": uri,
+                    "Bound": false,
+                }));
+            }
+            return s.print(&format!(
+                "Created MFA device {serial}. Add this to {name}'s authenticator app (as a QR code or typed):\n  {uri}\n\
+                 Then bind it with two consecutive codes: `ferry ram user mfa enable {name} --codes C1,C2`.\n"
+            ));
+        }
+        s.print(&format!(
+            "Add this to {name}'s authenticator app (as a QR code or typed):\n  {uri}\n\
+             Enter the code it shows, then wait for the next one and enter it too.\n"
+        ))?;
+        let mut out = Vec::new();
+        for which in ["first", "second"] {
+            s.print(&format!("{which} code: "))?;
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading a code from standard input")?;
+            out.push(line.trim().to_owned());
+        }
+        (serial, out)
+    } else {
+        match existing {
+            Some((serial, false)) => (serial, codes),
+            Some((_, true)) => anyhow::bail!(
+                "the MFA device {device:?} is bound already: nothing to do (`ferry ram user mfa disable {name}` removes it)"
+            ),
+            None => anyhow::bail!(
+                "{name} has no MFA device {device:?} waiting for codes: run `ferry ram user mfa enable {name}` without --codes first, add the URI it prints to the authenticator app, then run it again with --codes"
+            ),
+        }
+    };
+    s.client
+        .ram(
+            "BindMFADevice",
+            &[
+                p("SerialNumber", serial.clone()),
+                p("UserName", name),
+                p("AuthenticationCode1", codes[0].clone()),
+                p("AuthenticationCode2", codes[1].clone()),
+            ],
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "binding the MFA device to {name} failed: run `ferry ram user mfa enable {name} --codes C1,C2` with two fresh consecutive codes"
+            )
+        })?;
+    if s.json_output() {
+        return s.print_json(&serde_json::json!({
+            "UserName": name,
+            "SerialNumber": serial,
+            "Bound": true,
+        }));
+    }
+    s.print(&format!(
+        "MFA enabled for {name} (device {serial}): console sign-in now asks for a code.\n"
+    ))
+}
+
+/// `ferry ram user mfa disable`: UnbindMFADevice, then DeleteVirtualMFADevice.
+async fn mfa_disable(s: &mut Session<'_, '_>, name: &str) -> anyhow::Result<()> {
+    let resp = s
+        .client
+        .ram("UnbindMFADevice", &[p("UserName", name)])
+        .await?;
+    let serial = resp
+        .get("MFADevice")
+        .map(|d| text(d, "SerialNumber"))
+        .unwrap_or_default();
+    if !serial.is_empty() {
+        s.client
+            .ram(
+                "DeleteVirtualMFADevice",
+                &[p("SerialNumber", serial.clone())],
+            )
+            .await?;
+    }
+    if s.json_output() {
+        return s.print_json(&resp);
+    }
+    s.print(&format!(
+        "MFA disabled for {name}: device {serial} unbound and deleted. The password alone signs in again.\n"
+    ))
 }
 
 fn users_table(items: &[Value]) -> Table {

@@ -10,13 +10,12 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::Session;
+use super::images::{ALL_STATUSES, describe_image};
 use crate::cli::SnapshotCommand;
 use crate::client::ECS_VERSION;
 use crate::output::Table;
 use crate::view::{list, text, time};
 
-/// Every image status, so that snapshots of images still building or failed are found too.
-const ALL_IMAGE_STATUSES: &str = "Creating,Waiting,Available,UnAvailable,CreateFailed,Deprecated";
 /// `SnapshotIds` takes at most 100 IDs.
 const IDS_PER_CALL: usize = 100;
 
@@ -85,26 +84,16 @@ pub(super) async fn run(s: &mut Session<'_, '_>, cmd: SnapshotCommand) -> anyhow
 
 /// The snapshot IDs of one image's disks; an error when the image does not exist.
 async fn image_snapshots(s: &Session<'_, '_>, image: &str) -> anyhow::Result<Vec<String>> {
-    let params = [
-        s.region(),
-        ("ImageId".to_owned(), image.to_owned()),
-        ("Status".to_owned(), ALL_IMAGE_STATUSES.to_owned()),
-    ];
-    let resp = s.client.ecs("DescribeImages", &params).await?;
-    let Some(found) = list(&resp, "Images", "Image")
-        .iter()
-        .find(|i| text(i, "ImageId") == image)
-    else {
-        anyhow::bail!("image {image} does not exist: list images with `ferry image list`");
-    };
-    Ok(mapped_snapshots(std::slice::from_ref(found)))
+    let (_, found) = describe_image(s, image).await?;
+    Ok(mapped_snapshots(std::slice::from_ref(&found)))
 }
 
 /// The snapshot IDs of every image a job built.
 async fn job_snapshots(s: &Session<'_, '_>, job: &str) -> anyhow::Result<Vec<String>> {
     let params = [
         s.region(),
-        ("Status".to_owned(), ALL_IMAGE_STATUSES.to_owned()),
+        // Every image status, so that snapshots of images still building or failed are found too.
+        ("Status".to_owned(), ALL_STATUSES.to_owned()),
     ];
     let (_, images) = s
         .fetch_all(

@@ -17,24 +17,20 @@ use crate::view::{age_secs, list, text, time};
 pub(super) async fn run(s: &mut Session<'_, '_>, cmd: SourceCommand) -> anyhow::Result<()> {
     match cmd {
         SourceCommand::List => {
-            let (doc, items) = s
-                .fetch_all(
+            let Some(items) = s
+                .list_items(
                     SMC_VERSION,
                     "DescribeSourceServers",
                     &[],
                     ("SourceServers", "SourceServer"),
                     50,
-                )
-                .await?;
-            if s.json_output() {
-                return s.print_json(&doc);
-            }
-            if items.is_empty() {
-                return s.print(
                     "No source servers. Register one: create an activation code with \
                      `ferry activation-code create` and run the command it prints on the server.\n",
-                );
-            }
+                )
+                .await?
+            else {
+                return Ok(());
+            };
             let now = time::OffsetDateTime::now_utc();
             s.print(&sources_table(&items, now).render())
         }
@@ -181,19 +177,57 @@ fn os_name(inv: &Inventory) -> String {
     }
 }
 
-fn fs_text(fs: Option<&Filesystem>) -> [String; 4] {
-    match fs {
-        Some(f) => [
-            f.fs_type.clone(),
-            f.mount_point.clone().unwrap_or_default(),
-            f.label.clone().unwrap_or_default(),
-            f.uuid.clone().unwrap_or_default(),
-        ],
-        None => Default::default(),
-    }
+/// A partition type for people: the common GPT type GUIDs and MBR type IDs, else the raw ID.
+pub fn partition_type_name(type_id: &str) -> String {
+    let name = match type_id.to_ascii_uppercase().trim_start_matches("0X") {
+        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" | "EF" => "EFI system",
+        "21686148-6449-6E6F-744E-656564454649" => "BIOS boot",
+        "0FC63DAF-8483-4772-8E79-3D69D8477DE4" | "83" => "Linux filesystem",
+        "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F" | "82" => "Linux swap",
+        "E6D6D379-F507-44C2-A23C-238F2A3DF928" | "8E" => "Linux LVM",
+        "A19D880F-05FC-4D3B-A006-743F0F84911E" | "FD" => "Linux RAID",
+        "BC13C2FF-59E6-4262-A352-B275FD6F7172" => "Linux extended boot",
+        "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" => "Linux root (x86-64)",
+        "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" | "7" | "07" => "Microsoft basic data",
+        "E3C9E316-0B5C-4DB8-817D-F92DF00215AE" => "Microsoft reserved",
+        "5" | "05" | "F" | "0F" | "85" => "extended",
+        _ => return format!("type {type_id}"),
+    };
+    name.to_owned()
 }
 
-fn render_disk(d: &Disk) -> String {
+/// A filesystem's cells: type (LVM and RAID members spelled out), mount point, `UUID …`, `label …`.
+fn fs_cells(fs: Option<&Filesystem>) -> [String; 4] {
+    let Some(f) = fs else {
+        return [
+            "no filesystem".to_owned(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ];
+    };
+    let kind = match f.fs_type.as_str() {
+        "LVM2_member" => "LVM physical volume".to_owned(),
+        "linux_raid_member" => "RAID member".to_owned(),
+        other => other.to_owned(),
+    };
+    [
+        kind,
+        f.mount_point.clone().unwrap_or_default(),
+        f.uuid
+            .as_deref()
+            .map(|u| format!("UUID {u}"))
+            .unwrap_or_default(),
+        f.label
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("label {l}"))
+            .unwrap_or_default(),
+    ]
+}
+
+/// One disk as a tree: the disk's line, then one aligned line per partition (or whole-disk filesystem).
+pub fn render_disk(d: &Disk) -> String {
     let table = match d.partition_table {
         Some(PartitionTableType::Gpt) => "GPT",
         Some(PartitionTableType::Mbr) => "MBR",
@@ -211,50 +245,66 @@ fn render_disk(d: &Disk) -> String {
         head.push_str(m);
     }
     head.push('\n');
-    let mut t = Table::new(&[
-        "PART",
-        "START",
-        "SIZE",
-        "TYPE",
-        "FILESYSTEM",
-        "MOUNT POINT",
-        "LABEL",
-        "UUID",
-    ]);
-    for p in &d.partitions {
-        let [fs, mount, label, uuid] = fs_text(p.filesystem.as_ref());
+    // Header-less columns: the empty header line is dropped below.
+    let mut t = Table::new(&["", "", "", "", "", "", ""]);
+    let count = d.partitions.len() + usize::from(d.filesystem.is_some());
+    let branch = |i: usize| if i + 1 == count { "└─" } else { "├─" };
+    for (i, p) in d.partitions.iter().enumerate() {
+        let [fs, mount, uuid, label] = fs_cells(p.filesystem.as_ref());
         t.row(vec![
-            format!("{}{}", p.number, if p.bootable { "*" } else { "" }),
-            human_bytes(p.start_bytes),
+            format!(
+                "{} {}{}",
+                branch(i),
+                p.number,
+                if p.bootable { "*" } else { "" }
+            ),
             human_bytes(p.size_bytes),
-            p.type_id.clone(),
+            partition_type_name(&p.type_id),
             fs,
             mount,
-            label,
             uuid,
+            label,
         ]);
     }
     if let Some(f) = &d.filesystem {
-        let [fs, mount, label, uuid] = fs_text(Some(f));
+        let [fs, mount, uuid, label] = fs_cells(Some(f));
         t.row(vec![
-            "whole disk".to_owned(),
-            String::new(),
+            format!("{} whole disk", branch(count - 1)),
             human_bytes(d.size_bytes),
             String::new(),
             fs,
             mount,
-            label,
             uuid,
+            label,
         ]);
     }
-    if !t.is_empty() {
-        for line in t.render().lines() {
-            head.push_str("    ");
-            head.push_str(line);
-            head.push('\n');
-        }
+    if t.is_empty() {
+        head.push_str("    └─ no partitions and no filesystem found\n");
+    }
+    for line in t.render().lines().skip(1) {
+        head.push_str("    ");
+        head.push_str(line);
+        head.push('\n');
     }
     head
+}
+
+/// What to do about a source in `state` (with its job and hostname), or nothing when all is well.
+pub fn state_hint(state: &str, job: &str, hostname: &str) -> String {
+    let host = if hostname.is_empty() {
+        "the source".to_owned()
+    } else {
+        hostname.to_owned()
+    };
+    match state {
+        "Unavailable" => format!(
+            "its agent stopped reporting: check that ferry-agent runs on {host} and can reach the server \
+             (`ferry doctor --source` there shows why)"
+        ),
+        "InUse" if !job.is_empty() => format!("replicating for job {job}: `ferry job watch {job}`"),
+        "Deleting" => "being deleted; its agent can no longer report".to_owned(),
+        _ => String::new(),
+    }
 }
 
 /// The readable description of one source server: summary, disks, network, prechecks.
@@ -264,14 +314,22 @@ pub fn render_source(source: &Value, now: time::OffsetDateTime) -> String {
         text(source, "SourceId"),
         text(source, "Name")
     );
+    let inv = parse_inventory(source);
+    let hostname = inv.as_ref().map(|i| i.hostname.clone()).unwrap_or_default();
     let mut state = text(source, "State");
-    let info = text(source, "StatusInfo");
-    if !info.is_empty() {
-        state = format!("{state}: {info}");
+    let hint = state_hint(&state, &text(source, "JobId"), &hostname);
+    if !hint.is_empty() {
+        state = format!("{state} ({hint})");
     }
+    let error = [text(source, "ErrorCode"), text(source, "StatusInfo")]
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
     let heartbeat = heartbeat_age(source, now);
     let mut summary = vec![
         ("State", state),
+        ("Error", error),
         ("Registered", time(source, "CreationTime")),
         (
             "Agent",
@@ -287,7 +345,6 @@ pub fn render_source(source: &Value, now: time::OffsetDateTime) -> String {
         ),
         ("Job", text(source, "JobId")),
     ];
-    let inv = parse_inventory(source);
     if let Ok(inv) = &inv {
         summary.extend([
             ("Hostname", inv.hostname.clone()),
@@ -371,7 +428,7 @@ fn render_prechecks(source: &Value) -> String {
             let mut t = Table::new(&["RESULT", "CHECK", "REASON"]);
             for c in &checks {
                 t.row(vec![
-                    if c.passed { "pass" } else { "FAIL" }.to_owned(),
+                    if c.passed { "PASS" } else { "FAIL" }.to_owned(),
                     c.name.clone(),
                     c.reason.clone(),
                 ]);
@@ -385,6 +442,12 @@ fn render_prechecks(source: &Value) -> String {
                 "  {} passed, {failed} failed\n",
                 checks.len() - failed
             ));
+            if failed > 0 {
+                out.push_str(
+                    "  Fix what the FAIL lines say on the source; its agent reports the checks again at its \
+                     next heartbeat (`ferry doctor --source` there runs them at once).\n",
+                );
+            }
         }
     }
     out
@@ -498,7 +561,9 @@ mod tests {
             "eth0",
             "static (/etc/network/interfaces)",
             "FAIL    free-space  /ha",
+            "PASS    boot",
             "1 passed, 1 failed",
+            "Fix what the FAIL lines say",
         ] {
             let want = want.replace("/ha", "/ has 1% free");
             assert!(out.contains(&want), "missing {want:?} in:\n{out}");
@@ -512,6 +577,96 @@ mod tests {
             root.contains("19.5 GiB") && root.contains(" / ") && root.contains("root"),
             "{root}"
         );
+    }
+
+    #[test]
+    fn disks_render_as_a_tree_of_partitions() {
+        let inv = inventory();
+        let out = render_disk(&inv.disks[0]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert_eq!(lines[0], "  Disk 0 (system): /dev/vda, 20.0 GiB, GPT");
+        assert!(lines[1].starts_with("    ├─ 1  512.0 MiB"), "{out}");
+        assert!(lines[2].starts_with("    └─ 2  19.5 GiB "), "{out}");
+        for want in ["EFI system", "vfat", "/boot/efi", "UUID ABCD-1234"] {
+            assert!(lines[1].contains(want), "{want:?} missing: {}", lines[1]);
+        }
+        // Columns line up: the filesystem type starts at the same place on both lines.
+        assert_eq!(lines[1].find("vfat"), lines[2].find("ext4"), "{out}");
+
+        let mut lvm = inv.disks[0].clone();
+        lvm.index = 1;
+        lvm.partition_table = Some(PartitionTableType::Mbr);
+        lvm.partitions.truncate(1);
+        lvm.partitions[0].type_id = "8e".into();
+        lvm.partitions[0].filesystem = Some(Filesystem {
+            fs_type: "LVM2_member".into(),
+            uuid: Some("pv-uuid".into()),
+            label: None,
+            mount_point: None,
+        });
+        let out = render_disk(&lvm);
+        assert!(
+            out.starts_with("  Disk 1: /dev/vda, 20.0 GiB, MBR\n"),
+            "{out}"
+        );
+        let row = out.lines().nth(1).expect("one partition");
+        assert!(
+            row.contains("└─ 1")
+                && row.contains("Linux LVM")
+                && row.contains("LVM physical volume"),
+            "{row}"
+        );
+
+        let mut whole = inv.disks[0].clone();
+        whole.partition_table = None;
+        whole.partitions.clear();
+        whole.filesystem = Some(Filesystem {
+            fs_type: "xfs".into(),
+            uuid: None,
+            label: Some("data".into()),
+            mount_point: Some("/srv".into()),
+        });
+        let out = render_disk(&whole);
+        assert!(out.contains("└─ whole disk  20.0 GiB"), "{out}");
+        assert!(out.contains("label data"), "{out}");
+        whole.filesystem = None;
+        assert!(render_disk(&whole).contains("no partitions and no filesystem found"));
+    }
+
+    #[test]
+    fn unavailable_sources_say_what_to_check() {
+        let v = json!({
+            "SourceId": "s-3", "Name": "db", "State": "Unavailable",
+            "ErrorCode": "Agent.Offline", "StatusInfo": "no heartbeat for 3 minutes",
+            "Inventory": serde_json::to_string(&inventory()).expect("json"),
+        });
+        let out = render_source(&v, time::OffsetDateTime::now_utc());
+        let state = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("State:"))
+            .expect("state line");
+        assert!(
+            state.contains("Unavailable (") && state.contains("ferry-agent runs on web-01"),
+            "{state}"
+        );
+        assert!(
+            out.contains("Error:") && out.contains("Agent.Offline: no heartbeat for 3 minutes"),
+            "{out}"
+        );
+        assert_eq!(state_hint("Available", "", "x"), "");
+        assert!(state_hint("InUse", "j-9", "x").contains("ferry job watch j-9"));
+    }
+
+    #[test]
+    fn partition_types_have_names() {
+        assert_eq!(
+            partition_type_name("c12a7328-f81f-11d2-ba4b-00a0c93ec93b"),
+            "EFI system"
+        );
+        assert_eq!(partition_type_name("83"), "Linux filesystem");
+        assert_eq!(partition_type_name("0x82"), "Linux swap");
+        assert_eq!(partition_type_name("ab"), "type ab");
     }
 
     #[test]

@@ -169,23 +169,19 @@ pub(super) async fn run(s: &mut Session<'_, '_>, cmd: WorkgroupCommand) -> anyho
             if let Some(st) = status {
                 params.push(("Status".to_owned(), st));
             }
-            let (doc, items) = s
-                .fetch_all(
+            let Some(items) = s
+                .list_items(
                     SMC_VERSION,
                     "DescribeWorkgroups",
                     &params,
                     ("Workgroups", "Workgroup"),
                     50,
-                )
-                .await?;
-            if s.json_output() {
-                return s.print_json(&doc);
-            }
-            if items.is_empty() {
-                return s.print(
                     "No workgroups. Create one with `ferry workgroup create --name wave-1`.\n",
-                );
-            }
+                )
+                .await?
+            else {
+                return Ok(());
+            };
             let mut t = Table::new(&[
                 "ID", "NAME", "STATUS", "SOURCES", "WARNINGS", "TAGS", "CREATED",
             ]);
