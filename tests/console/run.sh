@@ -55,6 +55,11 @@ cleanup() {
     for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$server_pid" 2>/dev/null || true
   fi
+  # Instances are QEMU processes of their own (they outlive a server restart on purpose): stop the ones
+  # this run launched, found by their pidfiles under the run's directory.
+  for pidfile in "$work"/server/instances/*/qemu.pid; do
+    [ -f "$pidfile" ] && kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
+  done
   if [ "$status" -ne 0 ]; then
     echo "--- ferry server log (tail) ---" >&2
     tail -n 60 "$work/server/server.log" 2>/dev/null >&2 || true
