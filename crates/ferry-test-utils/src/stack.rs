@@ -230,27 +230,7 @@ impl AgentProc {
         code: &str,
         disks: &[&Path],
     ) -> anyhow::Result<AgentProc> {
-        let out = activate_only(server, state_dir, code, disks)?;
-        if !out.status.success() {
-            bail!(
-                "ferry-agent activate failed: {}{}",
-                String::from_utf8_lossy(&out.stderr),
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        let state: Value = serde_json::from_slice(&std::fs::read(state_dir.join("agent.json"))?)?;
-        let source_id = state["credentials"]["source_id"]
-            .as_str()
-            .context("source_id in agent.json")?
-            .to_owned();
-        let mut a = AgentProc {
-            state_dir: state_dir.to_owned(),
-            disks: disks.iter().map(|d| d.to_path_buf()).collect(),
-            proc: None,
-            source_id,
-        };
-        a.start()?;
-        Ok(a)
+        activate_via(server, &server.endpoint(), state_dir, code, disks).await
     }
 
     pub fn start(&mut self) -> anyhow::Result<()> {
@@ -457,13 +437,24 @@ pub fn activate_only(
     code: &str,
     disks: &[&Path],
 ) -> anyhow::Result<std::process::Output> {
+    activate_only_via(server, &server.endpoint(), state_dir, code, disks)
+}
+
+/// [`activate_only`] with the agent talking to `endpoint` instead of `server`'s own address.
+fn activate_only_via(
+    server: &ServerProc,
+    endpoint: &str,
+    state_dir: &Path,
+    code: &str,
+    disks: &[&Path],
+) -> anyhow::Result<std::process::Output> {
     let fp = server.credentials()?.ca_fingerprint;
     let mut cmd = Command::new(bin_path("ferry-agent"));
     cmd.arg("activate")
         .arg("--state-dir")
         .arg(state_dir)
         .arg("--server")
-        .arg(server.endpoint())
+        .arg(endpoint)
         .arg("--code")
         .arg(code)
         .arg("--ca-fingerprint")
@@ -726,21 +717,7 @@ pub async fn activate_via(
     code: &str,
     disks: &[&Path],
 ) -> anyhow::Result<AgentProc> {
-    let fp = server.credentials()?.ca_fingerprint;
-    let mut cmd = Command::new(bin_path("ferry-agent"));
-    cmd.arg("activate")
-        .arg("--state-dir")
-        .arg(state_dir)
-        .arg("--server")
-        .arg(endpoint)
-        .arg("--code")
-        .arg(code)
-        .arg("--ca-fingerprint")
-        .arg(&fp);
-    for d in disks {
-        cmd.arg("--disk-image").arg(d);
-    }
-    let out = cmd.output().context("cannot run ferry-agent activate")?;
+    let out = activate_only_via(server, endpoint, state_dir, code, disks)?;
     if !out.status.success() {
         bail!(
             "ferry-agent activate failed: {}{}",
