@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # sqlite3 (the audit-trail test edits the database behind the server's back), and the PostgreSQL server (the
 # storage suite and the replica tests run on a private cluster, scripts/pg-test.sh), and Debian's chromium (the
 # console's real-browser tests drive it headless; they also need Node.js >= 20 with npm, tests/console/run.sh).
-PACKAGES=(fdisk util-linux e2fsprogs xfsprogs dosfstools qemu-utils qemu-system-x86 iproute2 mount sqlite3 postgresql chromium)
+PACKAGES=(fdisk util-linux e2fsprogs xfsprogs dosfstools qemu-utils qemu-system-x86 iproute2 mount sqlite3 postgresql chromium debootstrap ovmf lvm2)
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -27,8 +27,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   qemu_from=()
   if installed qemu-utils && [[ "$(dpkg-query -W -f='${Version}' qemu-utils)" == *bpo* ]]; then
     codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-    echo "deb http://deb.debian.org/debian ${codename}-backports main" \
-      > /etc/apt/sources.list.d/ferry-test-backports.list
+    mirror=$(scripts/debian-mirror.sh "$codename")
+    echo "deb ${mirror} ${codename}-backports main" > /etc/apt/sources.list.d/ferry-test-backports.list
     qemu_from=(-t "${codename}-backports")
   fi
   others=()

@@ -35,8 +35,8 @@ pub use index::{DiskIndex, INDEX_MAGIC, INDEX_VERSION, IndexError};
 pub use pack::PackConfig;
 pub use s3::{S3Config, S3Store};
 pub use store::{
-    LocalStore, ObjectStore, StoreError, durable_write, durable_write_deferred,
-    durable_write_secret, is_no_space,
+    LocalStore, ObjectStore, StoreError, check_reserve, durable_write, durable_write_deferred,
+    durable_write_secret, free_space, is_no_space,
 };
 
 /// The chunk size new snapshots use: 1 MiB, chosen by measurement (see `docs/formats.md` and

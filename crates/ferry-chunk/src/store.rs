@@ -27,9 +27,10 @@ pub enum StoreError {
         /// The key asked for.
         key: String,
     },
-    /// The storage is full (ENOSPC) or over quota (EDQUOT). Nothing was half-written.
+    /// The storage is full (ENOSPC), over quota (EDQUOT), or its free space would fall below the
+    /// reserve kept for the database and logs ([`LocalStore::with_reserve`]). Nothing was half-written.
     #[error(
-        "the server's data directory {} is full: free space or grow the volume; the run resumes by itself",
+        "no space left in the server's data directory {} (it is full, or down to the reserve kept for the database and logs, --reserve-mib): free space or grow the volume; the run resumes by itself",
         path.display()
     )]
     NoSpace {
@@ -259,6 +260,39 @@ pub fn is_no_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
+/// Bytes an unprivileged writer may still write on the filesystem holding `path`.
+///
+/// # Errors
+/// The `statvfs` error (the path does not exist, …).
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+}
+
+/// Checks that writing `bytes` more under `dir` leaves at least `reserve` bytes free, and answers
+/// [`StoreError::NoSpace`] otherwise. Bulk data (chunks, images, exports) stops at this watermark so
+/// that the database, the audit trail and the logs on the same volume can still be written: a full
+/// disk then pauses the work and the API keeps answering, instead of every call failing because the
+/// audit record of the call cannot be stored. A `reserve` of 0 disables the check.
+///
+/// # Errors
+/// `NoSpace` below the watermark; `Io` if the free space cannot be read.
+pub fn check_reserve(dir: &Path, bytes: u64, reserve: u64) -> Result<(), StoreError> {
+    if reserve == 0 {
+        return Ok(());
+    }
+    let free = free_space(dir).map_err(|source| StoreError::Io {
+        key: dir.display().to_string(),
+        source,
+    })?;
+    if free < bytes.saturating_add(reserve) {
+        return Err(StoreError::NoSpace {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
 /// An [`ObjectStore`] on a local directory: key `a/b/c` is the file `<dir>/a/b/c`. Writes go through
 /// [`durable_write`]; all file I/O runs on tokio's blocking pool.
 ///
@@ -269,6 +303,8 @@ pub struct LocalStore {
     root: PathBuf,
     /// Directories holding names written by `put_deferred` and not yet synced.
     unsynced_dirs: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
+    /// Free bytes a put must leave on the volume ([`check_reserve`]); 0 = until ENOSPC.
+    reserve: u64,
 }
 
 impl LocalStore {
@@ -300,7 +336,15 @@ impl LocalStore {
         Ok(LocalStore {
             root,
             unsynced_dirs: Default::default(),
+            reserve: 0,
         })
+    }
+
+    /// Keeps `bytes` free on the store's volume: a put that would leave less answers
+    /// [`StoreError::NoSpace`] before writing anything (see [`check_reserve`]).
+    pub fn with_reserve(mut self, bytes: u64) -> LocalStore {
+        self.reserve = bytes;
+        self
     }
 
     /// Removes the temp files of writes that a crashed process left behind (`.<name>.<pid>.<n>.tmp`,
@@ -416,12 +460,14 @@ fn walk(dir: &Path, rel: &str, prefix: &str, out: &mut Vec<String>) -> io::Resul
 impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path_of(key)?;
+        check_reserve(&self.root, bytes.len() as u64, self.reserve)?;
         self.blocking(key, move || durable_write(&path, &bytes))
             .await
     }
 
     async fn put_deferred(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path_of(key)?;
+        check_reserve(&self.root, bytes.len() as u64, self.reserve)?;
         if let (Some(dir), Ok(mut dirs)) = (path.parent(), self.unsynced_dirs.lock()) {
             dirs.insert(dir.to_path_buf());
         }
@@ -525,6 +571,8 @@ impl ObjectStore for LocalStore {
 
     async fn put_file(&self, key: &str, src: &Path) -> Result<u64, StoreError> {
         let path = self.path_of(key)?;
+        let len = std::fs::metadata(src).map(|m| m.len()).unwrap_or(0);
+        check_reserve(&self.root, len, self.reserve)?;
         let src = src.to_path_buf();
         self.blocking(key, move || durable_copy(&src, &path)).await
     }

@@ -70,7 +70,8 @@ async fn full_disk_is_no_space_and_keeps_previous_objects() {
     assert!(matches!(err, StoreError::NoSpace { .. }), "got {err:?}");
     assert!(
         err.to_string()
-            .contains("is full: free space or grow the volume")
+            .contains("no space left in the server's data directory")
+            && err.to_string().contains("free space or grow the volume")
     );
     assert!(!stored.is_empty(), "nothing fit at all");
 
@@ -92,6 +93,38 @@ async fn full_disk_is_no_space_and_keeps_previous_objects() {
     // Freeing space lets the run resume.
     store.delete(&stored[0].0).await.unwrap();
     store.put("chunks/after", object(99)).await.unwrap();
+    drop(store);
+    drop(mount);
+}
+
+/// With a reserve, puts stop before the volume is full: the space below the watermark stays free for
+/// the database and the logs, and what was stored before is intact.
+#[tokio::test]
+async fn reserve_stops_puts_before_the_volume_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = mount_tmpfs(dir.path()) else {
+        return;
+    };
+    let reserve = 1536 * 1024;
+    let store = LocalStore::open(&mount.0).unwrap().with_reserve(reserve);
+    let object = |i: usize| Bytes::from(vec![(i % 251) as u8 + 1; 256 * 1024]);
+    let mut stored = 0;
+    let err = loop {
+        match store.put(&format!("chunks/{stored:02}"), object(stored)).await {
+            Ok(()) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 16, "a 4 MiB tmpfs with a 1.5 MiB reserve took 4 MiB");
+    };
+    assert!(matches!(err, StoreError::NoSpace { .. }), "got {err:?}");
+    assert!(stored > 0, "nothing fit above the reserve");
+    let free = ferry_chunk::free_space(&mount.0).unwrap();
+    assert!(free >= reserve, "only {free} bytes left free, reserve {reserve}");
+    // The reserve is still writable for everything that is not bulk data.
+    std::fs::write(mount.0.join("database"), vec![7u8; 1024 * 1024]).unwrap();
+    for i in 0..stored {
+        assert_eq!(store.get(&format!("chunks/{i:02}")).await.unwrap(), object(i));
+    }
     drop(store);
     drop(mount);
 }

@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub lease_ttl_secs: u32,
     /// The S3-compatible object store (`--store s3://…`); `None` = `objects/` under the shared root.
     pub object_store: Option<ferry_chunk::S3Config>,
+    /// MiB kept free on the data volume for the database, the audit trail and the logs: chunk uploads and
+    /// image builds pause (the run waits, the API keeps answering) rather than eat into it.
+    pub reserve_mib: u64,
 }
 
 impl Default for ServerConfig {
@@ -45,11 +48,17 @@ impl Default for ServerConfig {
             shared_dir: None,
             lease_ttl_secs: 30,
             object_store: None,
+            reserve_mib: 256,
         }
     }
 }
 
 impl ServerConfig {
+    /// [`ServerConfig::reserve_mib`] in bytes.
+    pub fn reserve_bytes(&self) -> u64 {
+        self.reserve_mib.saturating_mul(1 << 20)
+    }
+
     /// Checks the configuration and says what to fix.
     pub fn validate(&self) -> Result<(), ServerError> {
         if self.data_dir.exists() && !self.data_dir.is_dir() {

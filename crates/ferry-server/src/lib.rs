@@ -342,7 +342,8 @@ async fn open_chunk_store(cfg: &ServerConfig, shared: &Path) -> Result<ChunkStor
             .map_err(|e| ServerError::Config(format!("--store {}: {e}", s3.url())));
     }
     let store = LocalStore::open(shared.join("objects"))
-        .map_err(|e| ServerError::Config(format!("object store: {e}")))?;
+        .map_err(|e| ServerError::Config(format!("object store: {e}")))?
+        .with_reserve(cfg.reserve_bytes());
     {
         // Writes a killed predecessor left half-done: harmless, but they take space. In a directory shared
         // by replicas, a live replica's write in progress is younger than an hour: only older ones go.

@@ -521,7 +521,17 @@ impl OneSource {
         agent_dir: &Path,
         disks: &[&Path],
     ) -> anyhow::Result<Self> {
-        let server = ServerProc::start(server_dir, &[]).await?;
+        Self::start_with_args(server_dir, agent_dir, disks, &[]).await
+    }
+
+    /// [`OneSource::start`] with extra `ferry server` arguments.
+    pub async fn start_with_args(
+        server_dir: &Path,
+        agent_dir: &Path,
+        disks: &[&Path],
+        server_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let server = ServerProc::start(server_dir, server_args).await?;
         let client = server.client()?;
         let (_, code) = server.activation_code(1).await?;
         let agent = AgentProc::activate(&server, agent_dir, &code, disks).await?;

@@ -995,6 +995,11 @@ impl Drop for Tmpfs {
     }
 }
 
+/// The space the full-disk tests keep free for the server's database, audit trail and log (the
+/// default, 256 MiB, is larger than their tmpfs). Uploads and builds stop there, so the API keeps
+/// answering while the run is paused: every call's audit record must still be written.
+const RESERVE: &[&str] = &["--reserve-mib", "8"];
+
 // 7. The server's data directory fills up mid-run.
 #[tokio::test(flavor = "multi_thread")]
 async fn full_server_disk_pauses_the_run_until_space_is_freed() -> anyhow::Result<()> {
@@ -1010,7 +1015,13 @@ async fn full_server_disk_pauses_the_run_until_space_is_freed() -> anyhow::Resul
         server,
         client,
         agent,
-    } = OneSource::start(&fs.dir.join("server"), &tmp.path().join("agent"), &[&img]).await?;
+    } = OneSource::start_with_args(
+        &fs.dir.join("server"),
+        &tmp.path().join("agent"),
+        &[&img],
+        RESERVE,
+    )
+    .await?;
     let job_id = start_job(&client, &agent.source_id, &[]).await?;
 
     let paused = wait_for(
@@ -1149,7 +1160,13 @@ async fn full_server_disk_during_the_image_build_pauses_until_space_is_freed() -
         server,
         client,
         agent,
-    } = OneSource::start(&fs.dir.join("server"), &tmp.path().join("agent"), &[&img]).await?;
+    } = OneSource::start_with_args(
+        &fs.dir.join("server"),
+        &tmp.path().join("agent"),
+        &[&img],
+        RESERVE,
+    )
+    .await?;
     let job_id = start_job(&client, &agent.source_id, &[]).await?;
 
     // Like a full disk during the upload, the build pauses: the job stays Running/Processing and says why.

@@ -104,6 +104,11 @@ pub struct ServerArgs {
     /// over after this long.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub lease_ttl: u32,
+    /// MiB kept free on the data volume for the database, the audit trail and the logs: uploads and image
+    /// builds pause below it (runs resume by themselves once space is freed). 0 = write until the disk
+    /// is full.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    pub reserve_mib: u64,
     /// Object store on an S3-compatible service (AWS S3, MinIO, Ceph RGW, Alibaba OSS) as
     /// s3://BUCKET/PREFIX; chunks are stored in packs. Default: objects/ in the data directory.
     #[arg(long, value_name = "URL", value_parser = parse_store)]

@@ -28,6 +28,7 @@ pub fn server_config(conn: &ConnectionArgs, args: &ServerArgs) -> ServerConfig {
         heartbeat_interval_secs: args.heartbeat_interval,
         shared_dir: args.shared_dir.clone(),
         lease_ttl_secs: args.lease_ttl,
+        reserve_mib: args.reserve_mib,
         object_store: args.store.as_deref().cloned().map(|store| {
             ferry_chunk::S3Config {
                 endpoint: args.s3_endpoint.clone(),

@@ -183,6 +183,12 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
             .image_disk_put(&ImageDiskRecord {
                 image_id: image.id.clone(),
                 disk_index: snap.disk_index,
+        // Stop at the volume's reserve before writing (the database and the audit trail live there too).
+        let allocated: u64 = index
+            .data_chunks()
+            .map(|(i, _)| index.chunk_extent(i).1 as u64)
+            .sum();
+        ferry_chunk::check_reserve(&st.cfg.shared_root(), allocated, st.cfg.reserve_bytes())?;
                 snapshot_id: snap.id.clone(),
                 size_bytes: snap.disk_size,
                 root_digest: built.root.to_string(),
