@@ -161,7 +161,7 @@ start_postgres() {
   runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth-local=trust \
     --auth-host=scram-sha-256 --pwfile="$dir/password" >"$dir/initdb.log" 2>&1
   PG_PORT=$(free_port)
-  # 3 replicas x 16 pooled connections, plus headroom; 512 MiB of shared buffers holds the whole database.
+  # 3 replicas x 20 pooled connections, plus headroom; 512 MiB of shared buffers holds the whole database.
   runuser -u postgres -- "${SERVER_CPU[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$dir/postgres.log" -w \
     -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $dir/sock -c max_connections=200 -c shared_buffers=512MB" \
     start >/dev/null

@@ -8,7 +8,11 @@ cd "$(dirname "$0")/.."
 # sqlite3 (the audit-trail test edits the database behind the server's back), and the PostgreSQL server (the
 # storage suite and the replica tests run on a private cluster, scripts/pg-test.sh), and Debian's chromium (the
 # console's real-browser tests drive it headless; they also need Node.js >= 20 with npm, tests/console/run.sh).
-PACKAGES=(fdisk util-linux e2fsprogs xfsprogs dosfstools qemu-utils qemu-system-x86 iproute2 mount sqlite3 postgresql chromium debootstrap ovmf lvm2)
+# The lab of real source servers (crates/ferry-test-utils/src/lab) is built with debootstrap from the mirror apt
+# is configured with, with LVM metadata from lvm2 and OVMF for UEFI guests; guest adaptation edits EFI system
+# partitions with mtools (no vfat driver needed on the host); the instance tests boot Debian's kernel with a
+# busybox/bash-static initramfs built with cpio.
+PACKAGES=(fdisk util-linux e2fsprogs xfsprogs dosfstools qemu-utils qemu-system-x86 iproute2 mount sqlite3 postgresql chromium debootstrap ovmf lvm2 mtools busybox-static bash-static cpio)
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
 for p in "${PACKAGES[@]}"; do

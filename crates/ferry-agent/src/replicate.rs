@@ -73,6 +73,17 @@ pub enum ReplicateError {
         path: PathBuf,
         offset: u64,
     },
+    #[error(
+        "pre-cutover hook {name} failed ({status}); nothing was copied. Fix the hook (or remove it from \
+         {dir}) on the source and start the job again. Its output ended with: {output_tail}"
+    )]
+    Hook {
+        name: String,
+        dir: String,
+        /// `exit code N`, `killed by signal N`, `timed out after 300 s` or why it could not run.
+        status: String,
+        output_tail: String,
+    },
     #[error(transparent)]
     Server(#[from] CallError),
     #[error("internal error: {0}")]
@@ -86,6 +97,7 @@ impl ReplicateError {
             Self::Read { .. } | Self::Open { .. } => "Disk.ReadFailed",
             Self::UnknownDisk { .. } => "Disk.Unknown",
             Self::Unstable { .. } => "Disk.Unstable",
+            Self::Hook { .. } => "Hook.Failed",
             Self::Server(_) => "Server.Rejected",
             Self::Stopped => "Stopped",
             Self::Internal(_) => "Agent.InternalError",
@@ -185,6 +197,22 @@ pub async fn run_task(
             .store(prev.bytes_uploaded_logical, Ordering::Relaxed);
     }
     let started = Instant::now();
+    if task.pre_cutover_hooks {
+        // Before any disk is read: the owner's hooks stop services so the final sync is consistent.
+        if let Err(e) = run_pre_cutover_hooks(&hooks_dir(), &cancel).await {
+            if !matches!(e, ReplicateError::Stopped) {
+                let finish = RunFinish::Failed {
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                };
+                let run = task.run_id.clone();
+                let _ = conn
+                    .post::<_, serde_json::Value>(&format!("/runs/{run}/finish"), &finish)
+                    .await;
+            }
+            return Err(e);
+        }
+    }
     let mut todo = Vec::new();
     for &d in &task.disks {
         let path = disks
@@ -246,6 +274,111 @@ pub async fn run_task(
             Err(e)
         }
     }
+}
+
+/// Where the source's owner installs hooks: `/etc/ferry-agent/hooks`, or `FERRY_AGENT_HOOKS_DIR` (tests,
+/// and owners who keep them elsewhere).
+pub const HOOKS_DIR: &str = "/etc/ferry-agent/hooks";
+/// How long one hook may run before it is killed and the run fails.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+/// How much of a failing hook's output the error keeps.
+const HOOK_OUTPUT_TAIL: usize = 2048;
+
+fn hooks_dir() -> PathBuf {
+    std::env::var_os("FERRY_AGENT_HOOKS_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(HOOKS_DIR), PathBuf::from)
+}
+
+/// Runs the executables in `<hooks>/pre-cutover.d/` in name order, each with [`HOOK_TIMEOUT`], logging
+/// their output. A missing directory means no hooks. Files that are not executable are skipped (with a
+/// warning), as run-parts does. The first failure stops the sequence.
+pub async fn run_pre_cutover_hooks(
+    hooks: &Path,
+    cancel: &CancellationToken,
+) -> Result<(), ReplicateError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = hooks.join("pre-cutover.d");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(ReplicateError::Hook {
+                name: "(directory)".into(),
+                dir: dir.display().to_string(),
+                status: format!("cannot list the hooks directory: {e}"),
+                output_tail: String::new(),
+            });
+        }
+    };
+    let mut hooks: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    hooks.sort();
+    for hook in hooks {
+        let name = hook
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let executable =
+            std::fs::metadata(&hook).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+        if !executable {
+            tracing::warn!(hook = %hook.display(), "pre-cutover hook is not executable: skipped");
+            continue;
+        }
+        tracing::info!(hook = %hook.display(), "running pre-cutover hook");
+        let fail = |status: String, output: &[u8]| {
+            let text = String::from_utf8_lossy(output);
+            let start = text
+                .char_indices()
+                .rev()
+                .nth(HOOK_OUTPUT_TAIL)
+                .map_or(0, |(i, _)| i);
+            ReplicateError::Hook {
+                name: name.clone(),
+                dir: dir.display().to_string(),
+                status,
+                output_tail: text[start..].trim().to_owned(),
+            }
+        };
+        let child = tokio::process::Command::new(&hook)
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| fail(format!("cannot start it: {e}"), b""))?;
+        let out = tokio::select! {
+            out = tokio::time::timeout(HOOK_TIMEOUT, child.wait_with_output()) => out,
+            () = cancel.cancelled() => return Err(ReplicateError::Stopped),
+        };
+        let out = match out {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return Err(fail(format!("cannot wait for it: {e}"), b"")),
+            Err(_) => {
+                return Err(fail(
+                    format!("timed out after {} s", HOOK_TIMEOUT.as_secs()),
+                    b"",
+                ));
+            }
+        };
+        let mut output = out.stdout;
+        output.extend_from_slice(&out.stderr);
+        tracing::info!(hook = %name, status = %out.status, output = %String::from_utf8_lossy(&output), "pre-cutover hook ended");
+        if !out.status.success() {
+            use std::os::unix::process::ExitStatusExt as _;
+            let status = match (out.status.code(), out.status.signal()) {
+                (Some(c), _) => format!("exit code {c}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                _ => out.status.to_string(),
+            };
+            return Err(fail(status, &output));
+        }
+    }
+    Ok(())
 }
 
 fn cpus() -> usize {
@@ -910,5 +1043,69 @@ mod tests {
             }) => assert_eq!(offset, chunk as u64),
             other => panic!("expected Unstable at offset {chunk}, got {other:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod hook_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn hook(dir: &Path, name: &str, script: &str, mode: u32) {
+        let p = dir.join(name);
+        std::fs::write(&p, script).unwrap_or_else(|e| panic!("write {name}: {e}"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {name}: {e}"));
+    }
+
+    #[tokio::test]
+    async fn hooks_run_in_name_order_and_the_first_failure_stops_them() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let dir = tmp.path().join("pre-cutover.d");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        let log = tmp.path().join("ran");
+        let log_s = log.display();
+        hook(
+            &dir,
+            "20-second",
+            &format!("#!/bin/sh\necho 20 >> {log_s}\n"),
+            0o755,
+        );
+        hook(
+            &dir,
+            "10-first",
+            &format!("#!/bin/sh\necho 10 >> {log_s}\n"),
+            0o755,
+        );
+        hook(&dir, "15-not-executable", "#!/bin/sh\nexit 1\n", 0o644);
+        let cancel = CancellationToken::new();
+        let ran = run_pre_cutover_hooks(tmp.path(), &cancel).await;
+        assert!(ran.is_ok(), "{ran:?}");
+        assert_eq!(
+            std::fs::read_to_string(&log).ok().as_deref(),
+            Some("10\n20\n")
+        );
+
+        hook(
+            &dir,
+            "17-fails",
+            "#!/bin/sh\necho stopping app\necho 'cannot stop app' >&2\nexit 4\n",
+            0o755,
+        );
+        std::fs::remove_file(&log).unwrap_or_else(|e| panic!("rm: {e}"));
+        let err = run_pre_cutover_hooks(tmp.path(), &cancel).await.err();
+        let msg = err.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert_eq!(err.map(|e| e.code()), Some("Hook.Failed"));
+        for want in ["17-fails", "exit code 4", "stopping app", "cannot stop app"] {
+            assert!(msg.contains(want), "{want:?} not in {msg:?}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(&log).ok().as_deref(),
+            Some("10\n"),
+            "the hooks after the failing one did not run"
+        );
+        // No directory: no hooks.
+        let none = run_pre_cutover_hooks(&tmp.path().join("absent"), &cancel).await;
+        assert!(none.is_ok(), "{none:?}");
     }
 }

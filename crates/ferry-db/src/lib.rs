@@ -12,6 +12,7 @@
 
 mod audit;
 mod console;
+mod fleet;
 mod iam;
 mod instances;
 mod leases;
@@ -19,6 +20,7 @@ mod ops;
 mod records;
 mod tags;
 pub mod testing;
+mod validation;
 mod workgroups;
 
 use std::path::Path;
@@ -29,11 +31,13 @@ use sqlx::{AnyPool, Executor};
 
 pub use audit::*;
 pub use console::*;
+pub use fleet::*;
 pub use iam::*;
 pub use instances::*;
 pub use leases::*;
 pub use records::*;
 pub use tags::*;
+pub use validation::*;
 pub use workgroups::*;
 
 /// A data-access error.
@@ -68,9 +72,57 @@ pub fn now() -> i64 {
 }
 
 /// The state store.
+///
+/// On SQLite it holds three pools on one database file, so that the kinds of work do not starve each
+/// other (docs/scale-out.md, "A large fleet"): `pool` for everything by default (`synchronous = FULL`:
+/// every commit is durable before it returns, decision 4), `read` for the hot read paths (lists, the
+/// credentials of each call), whose connections are never held by a writer waiting for SQLite's single
+/// write lock, and `relaxed` (`synchronous = NORMAL`) for the writes whose loss on power failure is
+/// harmless because they are sent again within seconds (heartbeat times, run progress). In WAL mode a
+/// `NORMAL` commit is made durable by the next `FULL` commit or checkpoint, and a power failure keeps a
+/// prefix of the commits, so the durable commits (snapshots, activations, everything else) stay durable.
+/// On PostgreSQL `read` is `pool`, and `relaxed` has connections of its own with
+/// `synchronous_commit = off`, the same guarantee.
 #[derive(Clone)]
 pub struct Db {
     pub(crate) pool: AnyPool,
+    /// Hot reads (SQLite: connections of their own).
+    pub(crate) read: AnyPool,
+    /// Writes that may be lost on power failure (SQLite: `synchronous = NORMAL`).
+    pub(crate) relaxed: AnyPool,
+}
+
+/// Connections of each SQLite pool: (default, read, relaxed).
+const SQLITE_POOLS: (u32, u32, u32) = (8, 4, 2);
+
+async fn connect(url: &str, connections: u32, synchronous: &'static str) -> Result<AnyPool> {
+    let sqlite = url.starts_with("sqlite:");
+    AnyPoolOptions::new()
+        .max_connections(connections)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if sqlite {
+                    // WAL lets readers run beside the single writer; `synchronous` says when a commit is
+                    // durable; busy_timeout turns writer contention into a short wait instead of an error.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str())
+                        .await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                } else if synchronous == "NORMAL" {
+                    // PostgreSQL's counterpart of SQLite's NORMAL: the commit returns before its WAL is
+                    // flushed; a crash may lose the last fraction of a second of these commits, never
+                    // corrupts, and any later synchronous commit flushes them too.
+                    conn.execute("SET synchronous_commit = off").await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .map_err(|source| DbError::Open {
+            url: redact(url),
+            source,
+        })
 }
 
 impl Db {
@@ -83,32 +135,28 @@ impl Db {
     /// Opens a database by URL (`sqlite://…` or `postgres://…`) and applies pending migrations.
     pub async fn open(url: &str) -> Result<Self> {
         install_default_drivers();
-        let sqlite = url.starts_with("sqlite:");
-        let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 8 } else { 16 })
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if sqlite {
-                        // WAL lets readers run beside the single writer; FULL makes every commit durable;
-                        // busy_timeout turns writer contention into a short wait instead of an error.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await
-            .map_err(|source| DbError::Open {
-                url: redact(url),
-                source,
-            })?;
+        if !url.starts_with("sqlite:") {
+            let pool = connect(url, 16, "FULL").await?;
+            sqlx::migrate!("./migrations").run(&pool).await?;
+            return Ok(Self {
+                read: pool.clone(),
+                relaxed: connect(url, 4, "NORMAL").await?,
+                pool,
+            });
+        }
+        let (n, r, x) = SQLITE_POOLS;
+        let pool = connect(url, n, "FULL").await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            read: connect(url, r, "FULL").await?,
+            relaxed: connect(url, x, "NORMAL").await?,
+            pool,
+        })
     }
 
     pub async fn close(&self) {
+        self.relaxed.close().await;
+        self.read.close().await;
         self.pool.close().await;
     }
 }

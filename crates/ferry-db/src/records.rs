@@ -154,7 +154,7 @@ impl Db {
     pub async fn access_key_get(&self, id: &str) -> Result<Option<AccessKeyRecord>> {
         Ok(sqlx::query_as("SELECT * FROM access_keys WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -348,7 +348,7 @@ impl Db {
     pub async fn source_get(&self, id: &str) -> Result<Option<SourceRecord>> {
         Ok(sqlx::query_as("SELECT * FROM sources WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -356,7 +356,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM sources WHERE agent_key_id = $1")
                 .bind(key_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?,
         )
     }
@@ -382,10 +382,12 @@ impl Db {
                 .map(|t| Arg::Int(*t))
                 .collect(),
         );
-        w.page(&self.pool, "sources", "created_at, id", offset, limit)
+        w.page(&self.read, "sources", "created_at, id", offset, limit)
             .await
     }
 
+    /// Records a heartbeat with its inventory/prechecks when given. A relaxed write (`Db::relaxed`): a
+    /// power failure may lose it; the agent's next heartbeat sets the time again.
     pub async fn source_update_heartbeat(
         &self,
         id: &str,
@@ -403,7 +405,7 @@ impl Db {
         .bind(agent_version)
         .bind(inventory)
         .bind(prechecks)
-        .execute(&self.pool)
+        .execute(&self.relaxed)
         .await?;
         Ok(())
     }
@@ -618,7 +620,7 @@ impl Db {
             "id IN (SELECT job_id FROM job_settings WHERE instance_id IN ({}))",
             texts(&f.instance_ids),
         );
-        w.page(&self.pool, "jobs", "created_at, id", offset, limit)
+        w.page(&self.read, "jobs", "created_at, id", offset, limit)
             .await
     }
 
@@ -672,21 +674,22 @@ impl Db {
     }
 
     /// Sets or clears the job's informational message without changing its status (e.g. "paused: server
-    /// out of space").
+    /// out of space"). A relaxed write (`Db::relaxed`): the message is set again while its cause lasts.
     pub async fn job_set_status_info(&self, id: &str, info: Option<&str>) -> Result<()> {
         sqlx::query("UPDATE jobs SET status_info = $2 WHERE id = $1")
             .bind(id)
             .bind(info)
-            .execute(&self.pool)
+            .execute(&self.relaxed)
             .await?;
         Ok(())
     }
 
+    /// A relaxed write (`Db::relaxed`): a power failure may lose the last progress; the next one replaces it.
     pub async fn job_set_progress(&self, id: &str, progress: f64) -> Result<()> {
         sqlx::query("UPDATE jobs SET progress = $2 WHERE id = $1")
             .bind(id)
             .bind(progress)
-            .execute(&self.pool)
+            .execute(&self.relaxed)
             .await?;
         Ok(())
     }
@@ -1064,11 +1067,12 @@ impl Db {
         )
     }
 
+    /// A relaxed write (`Db::relaxed`): a power failure may lose the last progress; the next one replaces it.
     pub async fn run_set_progress(&self, id: &str, progress: &str) -> Result<()> {
         sqlx::query("UPDATE runs SET progress = $2 WHERE id = $1")
             .bind(id)
             .bind(progress)
-            .execute(&self.pool)
+            .execute(&self.relaxed)
             .await?;
         Ok(())
     }

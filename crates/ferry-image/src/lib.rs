@@ -12,12 +12,16 @@
 //! snapshot's; on any failure the partial files are removed. Guest adaptation (network, fstab, drivers)
 //! is a later step that works on a copy of a verified image.
 
+pub mod adapt;
 mod build;
 mod error;
 mod materialize;
 mod qemu;
 mod verify;
 
+pub use adapt::{
+    AdaptError, AdaptOptions, AdaptReport, Change, GuestInfo, NetworkMode, adapt, detect,
+};
 pub use build::{BuiltDisk, build_disk_image, build_disk_image_with_progress};
 pub use error::ImageError;
 pub use materialize::materialize_raw;

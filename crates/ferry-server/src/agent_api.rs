@@ -5,7 +5,8 @@
 //! touch its own source server's runs. Uploads are verified before anything is stored; a bad upload is
 //! rejected and never damages what is already stored.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
@@ -16,13 +17,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use ferry_api::ApiError;
 use ferry_chunk::{ChunkStoreError, Digest, DiskIndex, PutOutcome, StoreError};
-use ferry_db::{SourceRecord, now};
+use ferry_db::{HeartbeatSeen, SourceRecord, now};
 use ferry_types::protocol::{
     ActivateRequest, ActivateResponse, AgentApiError, AgentState, ChunkStored, HeartbeatRequest,
     HeartbeatResponse, MissingRequest, MissingResponse, RunFinish, RunProgress, SERVER_TIME_HEADER,
     SnapshotCommitted,
 };
 use subtle::ConstantTimeEq as _;
+use tokio::sync::Notify;
 
 use crate::AppState;
 use crate::app::{OrInternal, activation, internal, jobs, secret_hash};
@@ -192,29 +194,39 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AgentErr
 async fn heartbeat(State(st): St, headers: HeaderMap, body: Bytes) -> Result<Response, AgentError> {
     let mut source = authenticate(&st, &headers).await?;
     let req: HeartbeatRequest = parse_json(&body)?;
-    let inventory = req
-        .inventory
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .or_internal()?;
-    let prechecks = req
-        .prechecks
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .or_internal()?;
-    st.db
-        .source_update_heartbeat(
-            &source.id,
-            now(),
-            &req.agent_version,
-            inventory.as_deref(),
-            prechecks.as_deref(),
-        )
-        .await
-        .or_internal()?;
-    if source.state == "Unavailable" {
+    let at = now();
+    let back = source.state == "Unavailable";
+    if req.inventory.is_some() || req.prechecks.is_some() || back {
+        // Written at once (without waiting for the disk: `Db::relaxed`): the inventory and prechecks are read
+        // by Describe calls and job starts, and a source coming back must not look silent to another
+        // replica's offline detector until the next flush.
+        let inventory = req
+            .inventory
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .or_internal()?;
+        let prechecks = req
+            .prechecks
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .or_internal()?;
+        st.db
+            .source_update_heartbeat(
+                &source.id,
+                at,
+                &req.agent_version,
+                inventory.as_deref(),
+                prechecks.as_deref(),
+            )
+            .await
+            .or_internal()?;
+    } else {
+        // The common case: kept in memory and flushed in batches (workers::offline).
+        st.agents.beat(&source.id, at, &req.agent_version);
+    }
+    if back {
         let back = if source.job_id.is_some() {
             "InUse"
         } else {
@@ -232,15 +244,22 @@ async fn heartbeat(State(st): St, headers: HeaderMap, body: Bytes) -> Result<Res
     };
     let deadline = tokio::time::Instant::now()
         + Duration::from_secs(u64::from(st.cfg.heartbeat_interval_secs));
+    // Woken only by changes to this source's runs (and by a shutdown); removed when the poll ends.
+    let waiter = st.agents.waiter(&source.id);
+    let mut fresh = true;
     let task = loop {
         // Register interest before looking, so a change between the look and the wait is not missed.
-        let changed = st.tasks_changed.notified();
+        let changed = waiter.notify.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        // The source's job may have been created while this heartbeat waited: look at it afresh.
-        if let Some(fresh) = st.db.source_get(&source.id).await.or_internal()? {
-            source = fresh;
+        if !fresh {
+            // Something changed for this source (a job created, started, stopped or deleted): look afresh.
+            match st.db.source_get(&source.id).await.or_internal()? {
+                Some(s) => source = s,
+                None => break None,
+            }
         }
+        fresh = false;
         let task = jobs::task_for_source(&st, &source).await?;
         let news = task.as_ref().map(|t| &t.run_id) != current.as_ref();
         // A draining server answers at once, so that the shutdown does not wait for long polls.
@@ -256,10 +275,131 @@ async fn heartbeat(State(st): St, headers: HeaderMap, body: Bytes) -> Result<Res
             _ = tokio::time::sleep_until(deadline) => {}
         }
     };
+    drop(waiter);
     ok(HeartbeatResponse {
         heartbeat_interval_secs: st.cfg.heartbeat_interval_secs,
         task,
     })
+}
+
+/// The agents this replica talks to: per-source wake-ups of long-polling heartbeats, and the heartbeats
+/// received but not yet written to the database.
+///
+/// Invariants: a waiter entry exists exactly while at least one heartbeat of that source is polling (the
+/// [`SourceWaiter`] guard removes it), so the map stays as large as the open polls; a change to a source's
+/// runs wakes only that source's polls ([`AgentHub::wake`]), which then re-read their own source; nothing
+/// else reads the database while a poll waits. Heartbeats are flushed in one transaction every few seconds
+/// (`workers::offline`), so the stored `heartbeat_at` lags by at most the flush period, well inside the
+/// three intervals after which a source counts as offline.
+#[derive(Default)]
+pub struct AgentHub {
+    waiters: Mutex<HashMap<String, Waiting>>,
+    beats: Mutex<HashMap<String, HeartbeatSeen>>,
+}
+
+struct Waiting {
+    notify: Arc<Notify>,
+    polls: usize,
+}
+
+/// One heartbeat's registration for wake-ups of its source; dropping it unregisters.
+pub struct SourceWaiter<'a> {
+    hub: &'a AgentHub,
+    source_id: String,
+    pub notify: Arc<Notify>,
+}
+
+impl Drop for SourceWaiter<'_> {
+    fn drop(&mut self) {
+        let mut map = lock(&self.hub.waiters);
+        if let Some(w) = map.get_mut(&self.source_id) {
+            w.polls = w.polls.saturating_sub(1);
+            if w.polls == 0 {
+                map.remove(&self.source_id);
+            }
+        }
+    }
+}
+
+/// Locks a mutex; a panic while holding it leaves plain data behind, still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl AgentHub {
+    /// Registers a heartbeat of `source_id` for wake-ups until the returned guard is dropped.
+    pub fn waiter(&self, source_id: &str) -> SourceWaiter<'_> {
+        let mut map = lock(&self.waiters);
+        let w = map.entry(source_id.to_owned()).or_insert_with(|| Waiting {
+            notify: Arc::new(Notify::new()),
+            polls: 0,
+        });
+        w.polls += 1;
+        SourceWaiter {
+            hub: self,
+            source_id: source_id.to_owned(),
+            notify: w.notify.clone(),
+        }
+    }
+
+    /// Wakes the heartbeats of `source_id` polling on this replica: its runs changed.
+    pub fn wake(&self, source_id: &str) {
+        if let Some(w) = lock(&self.waiters).get(source_id) {
+            w.notify.notify_waiters();
+        }
+    }
+
+    /// Wakes every polling heartbeat (a shutdown: they answer at once).
+    pub fn wake_all(&self) {
+        for w in lock(&self.waiters).values() {
+            w.notify.notify_waiters();
+        }
+    }
+
+    /// Heartbeats polling on this replica now.
+    pub fn polling(&self) -> usize {
+        lock(&self.waiters).values().map(|w| w.polls).sum()
+    }
+
+    /// Notes a heartbeat of `source_id` at `at` (unix seconds), to be flushed.
+    pub fn beat(&self, source_id: &str, at: i64, agent_version: &str) {
+        let mut beats = lock(&self.beats);
+        match beats.get_mut(source_id) {
+            Some(b) => {
+                b.at = b.at.max(at);
+                if b.agent_version != agent_version {
+                    agent_version.clone_into(&mut b.agent_version);
+                }
+            }
+            None => {
+                beats.insert(
+                    source_id.to_owned(),
+                    HeartbeatSeen {
+                        source_id: source_id.to_owned(),
+                        at,
+                        agent_version: agent_version.to_owned(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The heartbeats noted since the last call, to be written.
+    pub fn take_beats(&self) -> Vec<HeartbeatSeen> {
+        lock(&self.beats).drain().map(|(_, b)| b).collect()
+    }
+
+    /// Puts back beats whose flush failed (a later beat of the same source wins).
+    pub fn restore_beats(&self, failed: Vec<HeartbeatSeen>) {
+        for b in failed {
+            self.beat(&b.source_id, b.at, &b.agent_version);
+        }
+    }
+
+    /// The unflushed heartbeat time of `source_id`, if any.
+    pub fn pending_beat(&self, source_id: &str) -> Option<i64> {
+        lock(&self.beats).get(source_id).map(|b| b.at)
+    }
 }
 
 /// A path parameter, or a clear error naming it.

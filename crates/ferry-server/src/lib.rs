@@ -96,8 +96,10 @@ pub struct AppState {
     pub ca_pem: String,
     /// Wakes the workers when there is new work (a run to build, an export to write).
     pub wake: Notify,
-    /// Wakes long-polling agent heartbeats when a run starts or stops.
+    /// Wakes watchers of every job (the console's event stream) when a run starts or stops.
     pub tasks_changed: Notify,
+    /// Per-source wake-ups of long-polling heartbeats, and heartbeats not yet flushed (`agent_api::AgentHub`).
+    pub agents: agent_api::AgentHub,
     pub metrics: Metrics,
     /// Draining or serving (`ops`): a shutdown turns `/ready` to 503 and releases long polls.
     pub lifecycle: ops::Lifecycle,
@@ -240,6 +242,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         ca_pem: tls.ca_pem.clone(),
         wake: Notify::new(),
         tasks_changed: Notify::new(),
+        agents: agent_api::AgentHub::default(),
         metrics: Metrics::default(),
         lifecycle: ops::Lifecycle::default(),
         clock: app::jobs::JobClock::from_env(),

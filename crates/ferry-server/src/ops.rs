@@ -591,6 +591,7 @@ impl RunningServer {
         let st = &self.state;
         st.lifecycle.draining.store(true, Ordering::SeqCst);
         st.tasks_changed.notify_waiters();
+        st.agents.wake_all();
         let in_flight_at_start = st.metrics.in_flight.get();
         tracing::info!(
             in_flight = in_flight_at_start,

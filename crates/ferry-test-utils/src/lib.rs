@@ -6,6 +6,7 @@
 //! Everything listens on loopback; every test gets its own data directories and ports.
 
 pub mod disk;
+pub mod lab;
 pub mod procstat;
 pub mod s3;
 pub mod sim;

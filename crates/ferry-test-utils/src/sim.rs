@@ -16,7 +16,8 @@
 //!   of its 1 MiB chunks are unique to the run (BLAKE3 keyed stream of the run ID), half are shared by all
 //!   runs (deduplicated after the first). `runs` sources each get an incremental job (`RunOnce=false`,
 //!   one image kept) that a driver restarts (`StartReplicationJob` from `Waiting`) as soon as the previous
-//!   run's image is built, so `runs` runs are in flight at all times.
+//!   run's image is built (asking again after 0.5, 1, 2, then every 4 s while the image is being built),
+//!   so `runs` runs are in flight at all times.
 //! - **Describe sampling**: `DescribeSourceServers` and `DescribeReplicationJobs` (PageSize 50, random
 //!   pages, one call in four with a State/Status filter), each at `describe_rate` calls per second,
 //!   open-loop (a slow answer does not delay the next call, so queueing shows in the latency), signed with
@@ -54,6 +55,11 @@ use crate::procstat;
 const ACTIVATIONS_IN_FLIGHT: usize = 16;
 /// Describe calls in flight at most; a call due while this many are pending is counted as `shed`.
 const DESCRIBES_IN_FLIGHT: usize = 256;
+/// A driver's first retry of `StartReplicationJob` while the previous run's image is still being built,
+/// doubled up to `BUSY_RETRY_MAX`: like an SDK poller, not a tight loop (every call is a signed, audited
+/// API call, and 200 drivers at 4 calls/s would be the load instead of the fleet).
+const BUSY_RETRY_FIRST: Duration = Duration::from_millis(500);
+const BUSY_RETRY_MAX: Duration = Duration::from_secs(4);
 /// Uses per activation code (SMC's maximum `Count`).
 const CODE_USES: usize = 1000;
 /// The state file's format name and version.
@@ -885,6 +891,7 @@ async fn run_driver(ctx: Arc<Ctx>, a: Arc<SimAgent>) {
         }
     };
     let mut finished_at: Option<Instant> = None;
+    let mut busy_wait = BUSY_RETRY_FIRST;
     loop {
         if ctx.cancel.is_cancelled() {
             return;
@@ -895,6 +902,7 @@ async fn run_driver(ctx: Arc<Ctx>, a: Arc<SimAgent>) {
             .await
         {
             Ok(_) => {
+                busy_wait = BUSY_RETRY_FIRST;
                 if let Some(f) = finished_at.take()
                     && c.on()
                     && let Ok(mut v) = c.build_secs.lock()
@@ -922,8 +930,15 @@ async fn run_driver(ctx: Arc<Ctx>, a: Arc<SimAgent>) {
                 if !busy {
                     note_error(&c.run_errors, format!("start {job_id}: {e}"));
                 }
+                let wait = if busy {
+                    let w = busy_wait;
+                    busy_wait = (busy_wait * 2).min(BUSY_RETRY_MAX);
+                    w
+                } else {
+                    Duration::from_secs(2)
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(if busy { 250 } else { 2000 })) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = ctx.cancel.cancelled() => return,
                 }
             }

@@ -234,10 +234,17 @@ impl AgentProc {
     }
 
     pub fn start(&mut self) -> anyhow::Result<()> {
+        self.start_with_env(&[])
+    }
+
+    /// [`AgentProc::start`] with extra environment variables (e.g. `FERRY_AGENT_HOOKS_DIR`, so that a
+    /// test's pre-cutover hooks, and no other test's, run).
+    pub fn start_with_env(&mut self, env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<()> {
         let child = Command::new(bin_path("ferry-agent"))
             .arg("run")
             .arg("--state-dir")
             .arg(&self.state_dir)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log_file(&self.state_dir, "agent")?))
             .stderr(Stdio::from(log_file(&self.state_dir, "agent")?))
@@ -522,6 +529,14 @@ impl OneSource {
         disks: &[&Path],
     ) -> anyhow::Result<Self> {
         Self::start_with_args(server_dir, agent_dir, disks, &[]).await
+    }
+
+    /// Restarts the source's agent so that it runs the pre-cutover hooks under `hooks`
+    /// (`FERRY_AGENT_HOOKS_DIR`: this test's hooks, and no other test's).
+    pub fn restart_agent_with_hooks(&mut self, hooks: &Path) -> anyhow::Result<()> {
+        self.agent.kill9();
+        self.agent
+            .start_with_env(&[("FERRY_AGENT_HOOKS_DIR", hooks.as_os_str())])
     }
 
     /// [`OneSource::start`] with extra `ferry server` arguments.

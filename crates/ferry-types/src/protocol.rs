@@ -127,6 +127,12 @@ pub struct ReplicateTask {
     /// carry on from them.
     #[serde(default)]
     pub previous: Option<RunProgress>,
+    /// This run is a cutover's final sync: before reading any disk, the agent runs the executables its
+    /// owner installed in `/etc/ferry-agent/hooks/pre-cutover.d/` (sorted by name, 300 s each); a failing
+    /// hook fails the run (`Hook.Failed`) and nothing is copied. The server never sends commands: only hooks
+    /// the source's owner installed run. Absent (older servers) = `false`; older agents ignore it.
+    #[serde(default)]
+    pub pre_cutover_hooks: bool,
 }
 
 /// `POST /agent/v1/runs/{run}/missing`: which of these chunks does the server not have yet?

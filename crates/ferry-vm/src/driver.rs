@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::VmError;
+use crate::net::NetworkSpec;
 use crate::proc::live_pid;
 use crate::qmp::Qmp;
 
@@ -20,7 +21,9 @@ const QEMU: &str = "qemu-system-x86_64";
 const QEMU_IMG: &str = "qemu-img";
 /// `instance.json`'s format name and current version (`docs/instances.md`).
 pub const INSTANCE_FILE_FORMAT: &str = "ferry-instance";
-pub const INSTANCE_FILE_VERSION: u32 = 1;
+/// Version 2 added `firmware`, `ovmf_code`, `network`, `fw_cfg` and `direct_kernel`; a version-1 file reads
+/// as BIOS with no NIC (how version-1 instances ran).
+pub const INSTANCE_FILE_VERSION: u32 = 2;
 /// How long QEMU may take to exit after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(15);
 /// Unix socket addresses hold 108 bytes including the terminator; stay clear of the limit.
@@ -34,19 +37,34 @@ pub enum Accel {
 }
 
 impl Accel {
-    /// `FERRY_VM_ACCEL` (`kvm` or `tcg`) if set, else KVM when `/dev/kvm` can be opened read-write.
+    /// `FERRY_VM_ACCEL` (`kvm` or `tcg`) if set, else KVM when `/dev/kvm` can be opened read-write and
+    /// is hardware virtualisation (the CPU has `vmx` or `svm`, and the module is not `kvm_pvm`).
+    ///
+    /// Inside some cloud VMs `/dev/kvm` is PVM, a paravirtual KVM that only runs guest kernels built
+    /// for it: a stock kernel started there hangs right after the boot loader. Such a `/dev/kvm` opens
+    /// fine, so the CPU flags decide.
     pub fn detect() -> Accel {
         match std::env::var("FERRY_VM_ACCEL").ok().as_deref() {
             Some(v) if v.eq_ignore_ascii_case("tcg") => return Accel::Tcg,
             Some(v) if v.eq_ignore_ascii_case("kvm") => return Accel::Kvm,
             _ => {}
         }
-        let usable = std::fs::OpenOptions::new()
+        let opens = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/kvm")
             .is_ok();
-        if usable { Accel::Kvm } else { Accel::Tcg }
+        let hardware = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+            c.lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        });
+        let pvm = std::path::Path::new("/sys/module/kvm_pvm").exists();
+        if opens && hardware && !pvm {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -82,8 +100,52 @@ pub struct BaseDisk {
     pub format: DiskFormat,
 }
 
-/// What to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The machine's firmware.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS (QEMU's default).
+    #[default]
+    Bios,
+    /// OVMF from Debian's `ovmf` package, with a variable store of the instance's own.
+    Uefi,
+}
+
+impl Firmware {
+    /// `BIOS` or `UEFI`, as ECS and the adaptation report spell boot modes.
+    pub fn from_boot_mode(mode: &str) -> Option<Firmware> {
+        if mode.eq_ignore_ascii_case("bios") {
+            Some(Firmware::Bios)
+        } else if mode.eq_ignore_ascii_case("uefi") {
+            Some(Firmware::Uefi)
+        } else {
+            None
+        }
+    }
+}
+
+/// A kernel QEMU loads itself (`-kernel`/`-initrd`/`-append`) instead of booting from the disks: used by
+/// tests that boot a tiny initramfs; the disks are still attached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectKernel {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line.
+    pub append: String,
+}
+
+/// A file passed to the guest through QEMU's firmware configuration device (`-fw_cfg name=…,file=…`);
+/// the guest reads it at `/sys/firmware/qemu_fw_cfg/by_name/<name>/raw`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FwCfgFile {
+    /// `opt/…`, at most 55 bytes (QEMU's limit), e.g. `opt/ferry/boot-checks`.
+    pub name: String,
+    /// The host file (read by QEMU when the instance starts).
+    pub file: PathBuf,
+}
+
+/// What to run. [`VmSpec::new`] fills in the defaults (BIOS, the isolated NIC, no fw_cfg files).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VmSpec {
     /// The instance ID (`i-…`), also the directory name.
     pub id: String,
@@ -94,9 +156,56 @@ pub struct VmSpec {
     /// Virtual size of the system disk's overlay when larger than the image's disk (grows the disk; the
     /// guest's partitions are not touched).
     pub system_disk_bytes: Option<u64>,
+    pub firmware: Firmware,
+    pub network: NetworkSpec,
+    /// Files for the guest's firmware configuration device, as (name, host file).
+    pub fw_cfg: Vec<(String, PathBuf)>,
+    /// Boot this kernel directly (tests); `None` boots from the disks through the firmware.
+    pub direct_kernel: Option<DirectKernel>,
 }
 
-/// `instance.json`: what an instance directory holds. Version 1.
+impl VmSpec {
+    /// A spec with the defaults: BIOS, one NIC on the isolated network, no forwards, no fw_cfg files.
+    pub fn new(id: impl Into<String>, cpu: u32, memory_mib: u64, disks: Vec<BaseDisk>) -> VmSpec {
+        VmSpec {
+            id: id.into(),
+            cpu,
+            memory_mib,
+            disks,
+            ..VmSpec::default()
+        }
+    }
+
+    /// Checks what can be checked without running anything: the ID, the network rules, fw_cfg names.
+    pub fn check(&self) -> Result<(), VmError> {
+        check_id(&self.id)?;
+        let bad = |detail: String| VmError::BadSpec {
+            id: self.id.clone(),
+            detail,
+        };
+        self.network.check().map_err(bad)?;
+        for (name, _) in &self.fw_cfg {
+            if !name.starts_with("opt/") || name.len() > 55 || name.contains(',') {
+                return Err(bad(format!(
+                    "fw_cfg name {name:?} must start with \"opt/\", have no ',' and be at most 55 bytes"
+                )));
+            }
+        }
+        if self.cpu == 0 || self.memory_mib < 16 {
+            return Err(bad(format!(
+                "{} vCPUs and {} MiB cannot run a machine",
+                self.cpu, self.memory_mib
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn v1_network() -> NetworkSpec {
+    NetworkSpec::none()
+}
+
+/// `instance.json`: what an instance directory holds. Version 2 (version 1 is read too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceFile {
     /// Always [`INSTANCE_FILE_FORMAT`].
@@ -105,6 +214,20 @@ pub struct InstanceFile {
     pub version: u32,
     pub id: String,
     pub disks: Vec<InstanceFileDisk>,
+    /// Absent in version 1: BIOS.
+    #[serde(default)]
+    pub firmware: Firmware,
+    /// The OVMF code file the instance's variable store (`efivars.fd`) was copied for (UEFI only).
+    #[serde(default)]
+    pub ovmf_code: Option<PathBuf>,
+    /// The network of the latest start. Absent in version 1: no NIC.
+    #[serde(default = "v1_network")]
+    pub network: NetworkSpec,
+    /// fw_cfg files of the latest start.
+    #[serde(default)]
+    pub fw_cfg: Vec<FwCfgFile>,
+    #[serde(default)]
+    pub direct_kernel: Option<DirectKernel>,
 }
 
 /// One overlay in `instance.json`.
@@ -268,19 +391,23 @@ impl Driver {
     }
 
     /// Creates the instance directory, `instance.json` and one overlay per disk, keeping whatever
-    /// already exists (an instance keeps its disks across stops and restarts).
+    /// already exists (an instance keeps its disks, and with UEFI its variable store, across stops and
+    /// restarts). The spec's firmware, network, fw_cfg files and direct kernel are recorded in
+    /// `instance.json` (they are what the next start runs with; [`Driver::start_recorded`] repeats them).
     ///
     /// # Errors
-    /// `InvalidId`, `QemuMissing`, `QemuFailed` (e.g. the image file is missing), `Io`.
+    /// `InvalidId`, `BadSpec`, `FirmwareMissing`, `QemuMissing`, `QemuFailed` (e.g. the image file is
+    /// missing), `Io`.
     pub async fn prepare(&self, spec: &VmSpec) -> Result<(), VmError> {
+        spec.check()?;
         let dir = self.dir(&spec.id)?;
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| VmError::io("creating", &dir, e))?;
-        let file = match self.instance_file(&spec.id) {
+        let mut file = match self.instance_file(&spec.id) {
             Ok(f) => f,
             Err(VmError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                let f = InstanceFile {
+                InstanceFile {
                     format: INSTANCE_FILE_FORMAT.to_owned(),
                     version: INSTANCE_FILE_VERSION,
                     id: spec.id.clone(),
@@ -294,12 +421,49 @@ impl Driver {
                             base_format: Some(d.format),
                         })
                         .collect(),
-                };
-                self.write_instance_file(&f)?;
-                f
+                    firmware: Firmware::Bios,
+                    ovmf_code: None,
+                    network: NetworkSpec::none(),
+                    fw_cfg: Vec::new(),
+                    direct_kernel: None,
+                }
             }
             Err(e) => return Err(e),
         };
+        let before = file.clone();
+        file.version = INSTANCE_FILE_VERSION;
+        file.firmware = spec.firmware;
+        file.network = spec.network.clone();
+        file.fw_cfg = spec
+            .fw_cfg
+            .iter()
+            .map(|(name, path)| FwCfgFile {
+                name: name.clone(),
+                file: path.clone(),
+            })
+            .collect();
+        file.direct_kernel = spec.direct_kernel.clone();
+        if spec.firmware == Firmware::Uefi {
+            let vars = dir.join(EFI_VARS);
+            let code = match &file.ovmf_code {
+                Some(code) if vars.exists() => code.clone(),
+                _ => {
+                    let (code, template) = find_ovmf()?;
+                    let tmp = dir.join(format!(".{EFI_VARS}.tmp"));
+                    tokio::fs::copy(&template, &tmp)
+                        .await
+                        .map_err(|e| VmError::io("copying", &template, e))?;
+                    tokio::fs::rename(&tmp, &vars)
+                        .await
+                        .map_err(|e| VmError::io("renaming", &tmp, e))?;
+                    code
+                }
+            };
+            file.ovmf_code = Some(code);
+        }
+        if file != before {
+            self.write_instance_file(&file)?;
+        }
         for (i, d) in file.disks.iter().enumerate() {
             let overlay = dir.join(&d.overlay);
             if overlay.exists() {
@@ -343,8 +507,9 @@ impl Driver {
         Ok(())
     }
 
-    /// Starts the instance (after [`Driver::prepare`]) and returns its QEMU; if it is already running,
-    /// returns that one. The console log is started afresh.
+    /// Prepares and starts the instance with the spec's firmware, network and fw_cfg files (recorded in
+    /// `instance.json`) and returns its QEMU; if it is already running, returns that one unchanged (a
+    /// changed network takes effect at the next start). The console log is started afresh.
     ///
     /// # Errors
     /// Those of `prepare`; `SocketPathTooLong`; `QemuFailed` when QEMU refuses to start (its message
@@ -354,6 +519,34 @@ impl Driver {
             return Ok(r);
         }
         self.prepare(spec).await?;
+        self.launch(&spec.id, spec.cpu, spec.memory_mib).await
+    }
+
+    /// Starts a prepared instance exactly as `instance.json` records it (firmware, network rules, fw_cfg
+    /// files), with `cpu` and `memory_mib` (not recorded: they come from the instance type). Returns the
+    /// running QEMU if there is one.
+    ///
+    /// # Errors
+    /// `InstanceFile` if the instance was never prepared; those of [`Driver::start`].
+    pub async fn start_recorded(
+        &self,
+        id: &str,
+        cpu: u32,
+        memory_mib: u64,
+    ) -> Result<Running, VmError> {
+        if let Some(r) = self.find(id) {
+            return Ok(r);
+        }
+        self.launch(id, cpu, memory_mib).await
+    }
+
+    async fn launch(&self, id: &str, cpu: u32, memory_mib: u64) -> Result<Running, VmError> {
+        let spec = VmSpec {
+            id: id.to_owned(),
+            cpu,
+            memory_mib,
+            ..VmSpec::default()
+        };
         let dir = self.dir(&spec.id)?;
         let qmp = dir.join("qmp.sock");
         if qmp.as_os_str().len() > MAX_SOCKET_PATH {
@@ -391,14 +584,45 @@ impl Driver {
             "none".into(),
             "-serial".into(),
             path_arg("file:", &dir.join("console.log")),
-            "-nic".into(),
-            "none".into(),
         ]);
+        if file.firmware == Firmware::Uefi {
+            let Some(code) = &file.ovmf_code else {
+                return Err(VmError::InstanceFile {
+                    path: dir.join("instance.json"),
+                    detail: "UEFI instance without an OVMF code file: prepare it again".to_owned(),
+                });
+            };
+            if !code.exists() {
+                return Err(VmError::FirmwareMissing { path: code.clone() });
+            }
+            let c = path_arg("if=pflash,format=raw,unit=0,readonly=on,file=", code);
+            let v = path_arg("if=pflash,format=raw,unit=1,file=", &dir.join(EFI_VARS));
+            args.extend(["-drive".into(), c, "-drive".into(), v]);
+        }
+        // The NIC comes before the disks so that it gets its fixed slot before QEMU numbers the others.
+        args.extend(file.network.qemu_args(&spec.id).into_iter().map(Into::into));
+        for f in &file.fw_cfg {
+            let mut a = std::ffi::OsString::from(format!("name={},file=", f.name));
+            a.push(escape_commas(&f.file));
+            args.extend(["-fw_cfg".into(), a]);
+        }
+        if let Some(k) = &file.direct_kernel {
+            args.extend(["-kernel".into(), k.kernel.clone().into()]);
+            if let Some(initrd) = &k.initrd {
+                args.extend(["-initrd".into(), initrd.clone().into()]);
+            }
+            args.extend(["-append".into(), k.append.clone().into()]);
+        }
         for (i, d) in file.disks.iter().enumerate() {
             let mut drive = std::ffi::OsString::from("file=");
             drive.push(escape_commas(&dir.join(&d.overlay)));
-            drive.push(format!(",format=qcow2,if=virtio,id=disk{i}"));
-            args.extend(["-drive".into(), drive]);
+            drive.push(format!(",format=qcow2,if=none,id=disk{i}"));
+            // The system disk boots first (OVMF would otherwise try the NIC before it).
+            let mut device = format!("virtio-blk-pci,drive=disk{i},id=vdisk{i}");
+            if i == 0 {
+                device.push_str(",bootindex=0");
+            }
+            args.extend(["-drive".into(), drive, "-device".into(), device.into()]);
         }
         args.extend([
             "-qmp".into(),
@@ -591,6 +815,33 @@ impl Driver {
     }
 }
 
+/// The per-instance UEFI variable store's file name.
+const EFI_VARS: &str = "efivars.fd";
+
+/// OVMF's code file and variable-store template from Debian's `ovmf` package: the 4 MiB build, else the
+/// older 2 MiB one (a pair always comes from the same build).
+fn find_ovmf() -> Result<(PathBuf, PathBuf), VmError> {
+    let dir = std::env::var_os("FERRY_OVMF_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/OVMF"));
+    find_ovmf_in(&dir)
+}
+
+fn find_ovmf_in(dir: &Path) -> Result<(PathBuf, PathBuf), VmError> {
+    for (code, vars) in [
+        ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
+        ("OVMF_CODE.fd", "OVMF_VARS.fd"),
+    ] {
+        let (code, vars) = (dir.join(code), dir.join(vars));
+        if code.is_file() && vars.is_file() {
+            return Ok((code, vars));
+        }
+    }
+    Err(VmError::FirmwareMissing {
+        path: dir.join("OVMF_CODE_4M.fd"),
+    })
+}
+
 /// `prefix` + `path` with QEMU's option escaping (a ',' in a value is written ',,').
 fn path_arg(prefix: &str, path: &Path) -> std::ffi::OsString {
     let mut s = std::ffi::OsString::from(prefix);
@@ -656,6 +907,56 @@ mod tests {
         let d = Driver::new("/tmp/root");
         assert!(d.dir("../etc").is_err());
         assert!(d.find("../etc").is_none());
+    }
+
+    #[test]
+    fn version_1_instance_files_read_as_bios_without_a_nic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = Driver::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("i-old")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("i-old/instance.json"),
+            r#"{"format":"ferry-instance","version":1,"id":"i-old","disks":[{"overlay":"disk0.qcow2","base":"/x.raw","base_format":"raw"}]}"#,
+        )
+        .expect("write");
+        let f = d.instance_file("i-old").expect("v1 reads");
+        assert_eq!(f.firmware, Firmware::Bios);
+        assert_eq!(f.network, NetworkSpec::none());
+        assert!(f.fw_cfg.is_empty() && f.direct_kernel.is_none());
+        std::fs::write(
+            dir.path().join("i-old/instance.json"),
+            r#"{"format":"ferry-instance","version":3,"id":"i-old","disks":[]}"#,
+        )
+        .expect("write");
+        let e = d.instance_file("i-old").expect_err("v3 refused");
+        assert!(e.to_string().contains("upgrade Ferry"), "{e}");
+    }
+
+    #[test]
+    fn ovmf_prefers_the_4m_pair_and_names_the_package_when_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = find_ovmf_in(dir.path()).expect_err("empty dir");
+        assert!(e.to_string().contains("apt-get install ovmf"), "{e}");
+        for f in ["OVMF_CODE.fd", "OVMF_VARS.fd"] {
+            std::fs::write(dir.path().join(f), b"x").expect("write");
+        }
+        let (code, vars) = find_ovmf_in(dir.path()).expect("2M pair");
+        assert!(code.ends_with("OVMF_CODE.fd") && vars.ends_with("OVMF_VARS.fd"));
+        // A 4M code file without its variable store is not a pair.
+        std::fs::write(dir.path().join("OVMF_CODE_4M.fd"), b"x").expect("write");
+        assert!(
+            find_ovmf_in(dir.path())
+                .expect("pair")
+                .0
+                .ends_with("OVMF_CODE.fd")
+        );
+        std::fs::write(dir.path().join("OVMF_VARS_4M.fd"), b"x").expect("write");
+        assert!(
+            find_ovmf_in(dir.path())
+                .expect("pair")
+                .0
+                .ends_with("OVMF_CODE_4M.fd")
+        );
     }
 
     #[test]

@@ -82,6 +82,31 @@ pub enum VmError {
         /// How long the driver waited.
         secs: u64,
     },
+    /// The spec cannot run (a forward to a non-loopback address, a bad fw_cfg name, …).
+    #[error("instance {id}: {detail}")]
+    BadSpec {
+        /// The instance.
+        id: String,
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+    /// OVMF (UEFI firmware) is not installed.
+    #[error(
+        "UEFI firmware {} is missing: install OVMF (Debian/Ubuntu: apt-get install ovmf)",
+        path.display()
+    )]
+    FirmwareMissing {
+        /// The file looked for.
+        path: PathBuf,
+    },
+    /// An operation needs the instance stopped.
+    #[error("instance {id} is running (pid {pid}): stop it first")]
+    AlreadyRunning {
+        /// The instance.
+        id: String,
+        /// Its QEMU.
+        pid: u32,
+    },
     /// Sending a signal failed.
     #[error("cannot signal QEMU of instance {id} (pid {pid}): {source}")]
     Signal {

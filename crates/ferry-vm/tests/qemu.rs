@@ -43,6 +43,7 @@ fn spec(id: &str, base: &Path) -> VmSpec {
             format: DiskFormat::Raw,
         }],
         system_disk_bytes: Some(32 << 20),
+        ..VmSpec::default()
     }
 }
 

@@ -238,6 +238,19 @@ pub enum JobCommand {
         #[arg(long)]
         watch: bool,
     },
+    /// Launch a test instance from a completed run's image while the job goes on (RunInstances).
+    TestInstance {
+        id: String,
+        /// The run (1 = the first) whose image to launch; default: the newest run with an image.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        run: Option<u32>,
+        /// Instance type (default ecs.t1.small).
+        #[arg(long = "type", value_name = "TYPE")]
+        instance_type: Option<String>,
+        /// Forward a loopback port to the guest: HOST_PORT:GUEST_PORT (repeatable), e.g. 8022:22.
+        #[arg(long = "port-forward", value_name = "HOST:GUEST")]
+        port_forwards: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -368,6 +381,24 @@ pub enum ImageCommand {
         /// Delete it even if instances use it.
         #[arg(long)]
         force: bool,
+    },
+    /// Show an image's boot validation: each check, and the end of the guest's console log.
+    Validation { id: String },
+    /// Rebuild an image from its stored snapshots: adapted and validated again, nothing copied again.
+    Rebuild {
+        id: String,
+        /// Name of the new image (default: <name>-rebuild-<time>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Network adaptation: dhcp (default) or keep-static (re-apply the source's static addresses).
+        #[arg(long, value_name = "MODE")]
+        network_mode: Option<String>,
+        /// Validation checks as JSON ({"tcp":[22],"http":[…],"commands":[…]}; docs/boot-validation.md).
+        #[arg(long, value_name = "JSON")]
+        checks: Option<String>,
+        /// Do not boot-validate the new image.
+        #[arg(long)]
+        no_validation: bool,
     },
 }
 

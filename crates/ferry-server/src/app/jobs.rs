@@ -146,6 +146,16 @@ pub struct JobSettings {
     /// CreateCrossZoneMigrationJob's target.
     pub target_zone_id: Option<String>,
     pub target_instance_type: Option<String>,
+    /// Ferry-only (`ValidationEnabled`): boot-validate each image after it is built and adapted. Absent =
+    /// on.
+    pub validation_enabled: Option<bool>,
+    /// Ferry-only (`ValidationChecks`): the user's checks (`ferry_vm::validate::UserChecks` JSON).
+    pub validation_checks: Option<serde_json::Value>,
+    /// Ferry-only (`ValidationInstanceType`): the throwaway instance's type. Absent = `ecs.t1.small`.
+    pub validation_instance_type: Option<String>,
+    /// Ferry-only (`NetworkMode`): `Dhcp` (default) or `KeepStatic`, how adaptation treats the guest's
+    /// network configuration.
+    pub network_mode: Option<String>,
 }
 
 /// Format version of [`JobSettings`].
@@ -211,6 +221,37 @@ pub struct JobChanges {
     pub container_namespace: Option<String>,
     pub container_repository: Option<String>,
     pub container_tag: Option<String>,
+    /// Ferry-only pipeline settings; may change in any status but `Deleting` (they apply to the next image
+    /// built).
+    pub ferry: FerryJobOptions,
+}
+
+/// The Ferry-only job parameters (`ValidationEnabled`, `ValidationChecks`, `ValidationInstanceType`,
+/// `NetworkMode`), checked at the edge (`None` = not given).
+#[derive(Debug, Clone, Default)]
+pub struct FerryJobOptions {
+    pub validation_enabled: Option<bool>,
+    pub validation_checks: Option<serde_json::Value>,
+    pub validation_instance_type: Option<String>,
+    pub network_mode: Option<String>,
+}
+
+impl FerryJobOptions {
+    /// Writes the given options into `settings`.
+    pub fn apply(self, settings: &mut JobSettings) {
+        if let Some(v) = self.validation_enabled {
+            settings.validation_enabled = Some(v);
+        }
+        if let Some(v) = self.validation_checks {
+            settings.validation_checks = Some(v);
+        }
+        if let Some(v) = self.validation_instance_type {
+            settings.validation_instance_type = Some(v);
+        }
+        if let Some(v) = self.network_mode {
+            settings.network_mode = Some(v);
+        }
+    }
 }
 
 impl JobChanges {
@@ -745,6 +786,7 @@ pub async fn start(st: &AppState, job_id: &str, kind: &str) -> Result<(), ApiErr
         .or_internal()?;
     st.db.job_set_progress(job_id, 0.0).await.or_internal()?;
     st.tasks_changed.notify_waiters();
+    st.agents.wake(&job.source_id);
     Ok(())
 }
 
@@ -782,6 +824,7 @@ pub async fn stop(st: &AppState, job_id: &str) -> Result<(), ApiError> {
         }
     }
     st.tasks_changed.notify_waiters();
+    st.agents.wake(&job.source_id);
     Ok(())
 }
 
@@ -830,6 +873,8 @@ pub async fn task_for_source(
         previous: serde_json::from_str::<RunProgress>(&run.progress)
             .ok()
             .filter(|p| p.bytes_sent > 0 || p.bytes_scanned > 0),
+        // A cutover's final sync: the source's own pre-cutover hooks run before its disks are read.
+        pre_cutover_hooks: st.db.job_settings_get(job_id).await.or_internal()?.cutover != 0,
     }))
 }
 
@@ -1138,6 +1183,7 @@ pub async fn modify(st: &AppState, job_id: &str, ch: JobChanges) -> Result<(), A
     if let Some(p) = ch.system_disk_parts {
         settings.system_disk_parts = p;
     }
+    ch.ferry.apply(&mut settings);
     srec.settings = settings.encode()?;
     if !st.db.job_update_attributes(&job).await.or_internal()? {
         let now_status = get_job(st, job_id).await?.status;
@@ -1167,6 +1213,7 @@ pub async fn delete(st: &AppState, job_id: &str) -> Result<(), ApiError> {
         ));
     }
     st.tasks_changed.notify_waiters();
+    st.agents.wake(&job.source_id);
     st.wake.notify_waiters();
     Ok(())
 }
@@ -1193,6 +1240,10 @@ pub async fn cut_over(st: &AppState, job_id: &str, sync_data: bool) -> Result<()
                 &get_job(st, job_id).await?.status,
                 "Waiting",
             ));
+        }
+        // Finalize: the job's test instances go (its images follow the retention rule).
+        if let Err(e) = crate::workers::validate::finalize(st, job_id).await {
+            tracing::warn!(job = job_id, error = %e, "finalizing the job failed; its test instances remain");
         }
         st.wake.notify_waiters();
         return Ok(());
@@ -1308,6 +1359,7 @@ pub async fn delete_source(st: &AppState, source_id: &str, force: bool) -> Resul
     st.db.workgroup_drop_source(source_id).await.or_internal()?;
     st.db.source_delete(source_id).await.or_internal()?;
     st.tasks_changed.notify_waiters();
+    st.agents.wake(source_id);
     st.wake.notify_waiters();
     Ok(())
 }

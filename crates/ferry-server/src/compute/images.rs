@@ -21,17 +21,22 @@ use super::{driver, idle, instances, lock};
 use crate::AppState;
 use crate::app::OrInternal;
 use crate::app::jobs::index_key;
+use crate::workers::validate::{self, PipelineOptions};
 
 /// The task action of an image build from snapshots.
 pub const CREATE_IMAGE: &str = "CreateImage";
 
 /// What a CreateImage task carries (`tasks.request`). Version 1.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateImageTask {
     pub version: u32,
     pub image_id: String,
     /// Snapshot of each disk, system disk first (disk N of the image is entry N).
     pub snapshots: Vec<String>,
+    /// Ferry-only: the adaptation and validation options (absent in tasks written before them: then the
+    /// options of the image the system snapshot was replicated into, else the defaults).
+    #[serde(default)]
+    pub pipeline: Option<PipelineOptions>,
 }
 
 /// CreateImage's parameters, checked at the edge.
@@ -45,6 +50,14 @@ pub struct CreateImageRequest {
     pub architecture: Option<String>,
     pub boot_mode: Option<String>,
     pub client_token: Option<String>,
+    /// Ferry-only `NetworkMode` (checked: `Dhcp`/`KeepStatic`).
+    pub network_mode: Option<String>,
+    /// Ferry-only `ValidationChecks` (checked JSON).
+    pub validation_checks: Option<serde_json::Value>,
+    /// Ferry-only `ValidationEnabled`.
+    pub validation_enabled: Option<bool>,
+    /// Ferry-only `ValidationInstanceType` (checked).
+    pub validation_instance_type: Option<String>,
 }
 
 pub fn image_not_found(id: &str) -> ApiError {
@@ -140,10 +153,35 @@ pub async fn create_from_snapshots(
         error: None,
         created_at: now(),
     };
+    // A rebuild re-adapts with the options of the image it rebuilds (the system snapshot's), changed by
+    // what the request gives.
+    let mut pipeline = match &template {
+        Some(t) => st
+            .db
+            .image_pipeline_get(&t.id)
+            .await
+            .or_internal()?
+            .map(|p| PipelineOptions::decode(&p.options))
+            .unwrap_or_default(),
+        None => PipelineOptions::default(),
+    };
+    if let Some(m) = &req.network_mode {
+        pipeline.network_mode = m.clone();
+    }
+    if let Some(c) = &req.validation_checks {
+        pipeline.checks = Some(c.clone());
+    }
+    if let Some(e) = req.validation_enabled {
+        pipeline.validation_enabled = e;
+    }
+    if let Some(t) = &req.validation_instance_type {
+        pipeline.instance_type = t.clone();
+    }
     let request = CreateImageTask {
         version: 1,
         image_id: id.clone(),
         snapshots: req.snapshots.clone(),
+        pipeline: Some(pipeline),
     };
     let task = TaskRecord {
         id: TaskId::generate().to_string(),
@@ -211,6 +249,17 @@ async fn build(st: &AppState, req: &CreateImageTask, task_id: &str) -> anyhow::R
             .image_set_status(&req.image_id, "Creating", pct, None)
             .await?;
     }
+    // Re-adapt the fresh copies (possibly with changed options) and validate again: a failed validation
+    // never costs a re-copy.
+    let image =
+        st.db.image_get(&req.image_id).await?.ok_or_else(|| {
+            anyhow::anyhow!("image {} was deleted during its build", req.image_id)
+        })?;
+    let mut opts = req.pipeline.clone().unwrap_or_default();
+    if opts.source_devices.is_empty() {
+        opts.source_devices = source_devices_of(st, &req.snapshots).await;
+    }
+    validate::adapt_image(st, &image, &opts, None).await?;
     st.db
         .image_set_status(&req.image_id, "Available", 100, None)
         .await?;
@@ -221,6 +270,29 @@ async fn build(st: &AppState, req: &CreateImageTask, task_id: &str) -> anyhow::R
     // The qcow2 deriver converts the new raw disks like any available image's.
     st.wake.notify_waiters();
     Ok(())
+}
+
+/// The source's device names of the snapshots' disks, when their source is still known.
+async fn source_devices_of(st: &AppState, snapshots: &[String]) -> Vec<String> {
+    let mut indexes = Vec::new();
+    let mut source = None;
+    for id in snapshots {
+        match st.db.snapshot_get(id).await {
+            Ok(Some(s)) => {
+                indexes.push(s.disk_index);
+                source.get_or_insert(s.source_id);
+            }
+            _ => return Vec::new(),
+        }
+    }
+    let Some(source) = source else {
+        return Vec::new();
+    };
+    let inv: Option<ferry_types::inventory::Inventory> = match st.db.source_get(&source).await {
+        Ok(Some(s)) => serde_json::from_str(&s.inventory).ok(),
+        _ => None,
+    };
+    validate::source_devices(inv.as_ref(), &indexes)
 }
 
 /// The CreateImage build worker: builds every `Processing` CreateImage task (again, after a restart or a
@@ -317,6 +389,18 @@ pub async fn delete_image(st: &AppState, id: &str, force: bool) -> Result<(), Ap
             ),
         ));
     }
+    if validate::validation_in_progress(st, id)
+        .await
+        .or_internal()?
+    {
+        return Err(ApiError::new(
+            "IncorrectImageStatus",
+            403,
+            format!(
+                "image {id} is being boot-validated: wait until its ValidationStatus is Passed or Failed"
+            ),
+        ));
+    }
     let users = st.db.instances_using_image(id).await.or_internal()?;
     if !users.is_empty() && !force {
         let ids: Vec<&str> = users.iter().map(|i| i.id.as_str()).collect();
@@ -340,7 +424,9 @@ pub async fn delete_image(st: &AppState, id: &str, force: bool) -> Result<(), Ap
         driver.flatten(&rec.id).await.or_internal()?;
         tracing::info!(instance = %rec.id, image = id, "instance disks made independent of the image");
     }
+    validate::remove_validation_files(st, id).await;
     st.db.image_delete(id).await.or_internal()?;
+    st.db.image_pipeline_delete(id).await.or_internal()?;
     remove_dir(&st.images_dir().join(id)).await.or_internal()?;
     tracing::info!(image = id, forced = force, "image deleted");
     Ok(())

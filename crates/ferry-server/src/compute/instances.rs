@@ -48,6 +48,8 @@ pub struct LaunchRequest {
     pub action: &'static str,
     pub auto_start: bool,
     pub dry_run: bool,
+    /// Ferry-only `PortForward.N` rules: (loopback host port, guest port).
+    pub port_forwards: Vec<(u16, u16)>,
 }
 
 pub fn not_found(id: &str) -> ApiError {
@@ -133,6 +135,12 @@ pub async fn launch(st: &AppState, req: &LaunchRequest) -> Result<Vec<String>, A
             ));
         }
     }
+    if !req.port_forwards.is_empty() && req.amount > 1 {
+        return Err(ApiError::invalid_parameter(
+            "PortForward.N",
+            "a host port forwards to one instance: launch one instance (Amount=1) per set of PortForward rules",
+        ));
+    }
     if req.dry_run {
         return Err(ApiError::new(
             "DryRunOperation",
@@ -183,13 +191,31 @@ pub async fn launch(st: &AppState, req: &LaunchRequest) -> Result<Vec<String>, A
             }
         })
         .collect();
-    let token = req.client_token.as_deref().map(|t| (req.action, t));
-    if let Some(existing) = st
-        .db
-        .instance_create_many(&records, token)
-        .await
-        .or_internal()?
+    if let Some(first) = records.first()
+        && !req.port_forwards.is_empty()
+        && let Err(port) = st
+            .db
+            .port_forward_claim(&first.id, &req.port_forwards)
+            .await
+            .or_internal()?
     {
+        return Err(ApiError::new(
+            "InvalidPortForward.Conflict",
+            400,
+            format!(
+                "host port {port} is already forwarded to another instance: choose another host port"
+            ),
+        ));
+    }
+    let token = req.client_token.as_deref().map(|t| (req.action, t));
+    let created = st.db.instance_create_many(&records, token).await;
+    if !matches!(created, Ok(None))
+        && let Some(first) = records.first()
+    {
+        // Not created (a repeated ClientToken, or an error): the ports claimed for it go back.
+        st.db.port_forward_release(&first.id).await.or_internal()?;
+    }
+    if let Some(existing) = created.or_internal()? {
         return Ok(existing);
     }
     wake();
@@ -239,6 +265,7 @@ pub async fn delete(st: &AppState, id: &str, force: bool) -> Result<(), ApiError
             "Stopped (or pass Force=true)",
         ));
     }
+    st.db.port_forward_release(id).await.or_internal()?;
     if !owned_by(st, &rec) {
         // Its QEMU runs on another replica, which finds the record gone and removes the instance's process
         // and directory at its next pass (an orphan directory, below in `reconcile`).
@@ -261,8 +288,32 @@ pub fn console(st: &AppState, id: &str) -> Result<Option<ferry_vm::Console>, Api
     driver(st).console(id, 64 << 10).or_internal()
 }
 
-/// What to run for `rec`: its image's disks (qcow2 when derived, else raw) and its type's size.
-async fn spec(st: &AppState, rec: &InstanceRecord) -> anyhow::Result<VmSpec> {
+/// What to run for `rec`: its image's disks (qcow2 when derived, else raw), its type's size, the image's
+/// boot mode as firmware, and its Ferry-only port forwards (loopback only).
+pub(crate) async fn spec(st: &AppState, rec: &InstanceRecord) -> anyhow::Result<VmSpec> {
+    let mut spec = base_spec(st, rec).await?;
+    if let Some(image) = st.db.image_get(&rec.image_id).await?
+        && image.boot_mode.eq_ignore_ascii_case("UEFI")
+    {
+        spec.firmware = ferry_vm::Firmware::Uefi;
+    }
+    let forwards: Vec<ferry_vm::PortForward> = st
+        .db
+        .port_forward_list(&rec.id)
+        .await?
+        .into_iter()
+        .map(|f| {
+            Ok(ferry_vm::PortForward {
+                host: std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(f.host_port)?)),
+                guest_port: u16::try_from(f.guest_port)?,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    spec.network.forwards = forwards;
+    Ok(spec)
+}
+
+async fn base_spec(st: &AppState, rec: &InstanceRecord) -> anyhow::Result<VmSpec> {
     let disks = st.db.image_disk_list(&rec.image_id).await?;
     Ok(VmSpec {
         id: rec.id.clone(),
@@ -285,6 +336,7 @@ async fn spec(st: &AppState, rec: &InstanceRecord) -> anyhow::Result<VmSpec> {
             .system_disk_gib
             .map(|g| u64::try_from(g).map(|g| g << 30))
             .transpose()?,
+        ..VmSpec::default()
     })
 }
 
@@ -348,6 +400,9 @@ async fn step(st: &AppState, driver: &Driver, id: &str) -> anyhow::Result<()> {
             }
         },
         "Starting" => start_now(st, driver, &rec).await?,
+        // A cutover's production instance being re-disked and validated: the validation worker owns it
+        // (workers::validate) and records the outcome.
+        "Validating" => {}
         "Running" => {
             if driver.find(id).is_none() {
                 tracing::info!(instance = id, "QEMU is gone (guest powered off or crashed)");

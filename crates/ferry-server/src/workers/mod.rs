@@ -5,13 +5,16 @@
 //!
 //! Several replicas may run these loops on one database (docs/scale-out.md): each unit of work is taken
 //! under a database lease first ([`lease`]): `build:<run_id>` per image build, `task:<task_id>` per export,
-//! `qcow2:<image_id>:<disk>` per qcow2 derivation, and the singletons `scheduler` and `offline-detector`. A
-//! dead replica's lease expires and another replica takes the work over from its durable state.
+//! `qcow2:<image_id>:<disk>` per qcow2 derivation, `validate:<image_id>` per boot validation ([`validate`]),
+//! and the singletons `scheduler` and `offline-detector`. A dead replica's lease expires and another replica
+//! takes the work over from its durable state. A run's image is built, verified and adapted by the image
+//! builder; its validation (and, for a cutover, the production instance) by [`validate::worker`], which
+//! then ends the run.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_db::{ImageDiskRecord, ImageRecord, RunRecord, now};
+use ferry_db::{ImageDiskRecord, ImageRecord, RunRecord};
 use ferry_image::ImageFormat;
 use ferry_types::ids::ImageId;
 use ferry_types::inventory::Inventory;
@@ -20,7 +23,9 @@ use crate::AppState;
 use crate::app::jobs;
 
 pub mod lease;
+pub mod offline;
 pub mod scheduler;
+pub mod validate;
 
 use lease::Leased;
 
@@ -29,7 +34,8 @@ pub fn spawn_all(st: Arc<AppState>) {
     tokio::spawn(image_builder(st.clone()));
     tokio::spawn(qcow2_deriver(st.clone()));
     tokio::spawn(exporter(st.clone()));
-    tokio::spawn(offline_detector(st));
+    tokio::spawn(validate::worker(st.clone()));
+    tokio::spawn(offline::run(st));
 }
 
 async fn idle(st: &AppState, secs: u64) {
@@ -159,6 +165,16 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
             rec
         }
     };
+    if image.status == "Available"
+        && let Some(p) = st.db.image_pipeline_get(&image.id).await?
+    {
+        // Built and adapted already (a restart, or the run waits for its validation): never rebuilt, so
+        // the adapted disks and their digests stay as recorded.
+        if p.validation_status != "Pending" && p.validation_status != "Running" {
+            validate::complete_run(st, &image.id).await?;
+        }
+        return Ok(());
+    }
     let dir = st.images_dir().join(&image.id);
     let snaps = st.db.snapshot_list_by_run(&run.id).await?;
     let n = snaps.len().max(1) as i64;
@@ -170,6 +186,12 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
             "the stored index of snapshot {} does not match its recorded root digest",
             snap.id
         );
+        // Stop at the volume's reserve before writing (the database and the audit trail live there too).
+        let allocated: u64 = index
+            .data_chunks()
+            .map(|(i, _)| index.chunk_extent(i).1 as u64)
+            .sum();
+        ferry_chunk::check_reserve(st.cfg.shared_root(), allocated, st.cfg.reserve_bytes())?;
         let built = ferry_image::build_disk_image(
             &index,
             &st.chunks,
@@ -183,12 +205,6 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
             .image_disk_put(&ImageDiskRecord {
                 image_id: image.id.clone(),
                 disk_index: snap.disk_index,
-        // Stop at the volume's reserve before writing (the database and the audit trail live there too).
-        let allocated: u64 = index
-            .data_chunks()
-            .map(|(i, _)| index.chunk_extent(i).1 as u64)
-            .sum();
-        ferry_chunk::check_reserve(&st.cfg.shared_root(), allocated, st.cfg.reserve_bytes())?;
                 snapshot_id: snap.id.clone(),
                 size_bytes: snap.disk_size,
                 root_digest: built.root.to_string(),
@@ -203,31 +219,28 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
             .job_set_progress(&job.id, 90.0 + (i as f64 + 1.0) * 10.0 / n as f64)
             .await?;
     }
+    // Adapt the built copies in place (the snapshots never change), then the image is available; its
+    // boot validation (validate::worker) ends the run, or the run ends now when there is none.
+    let settings = st.db.job_settings_get(&job.id).await?;
+    let mut opts = validate::PipelineOptions::from_job(&jobs::JobSettings::decode(&settings.settings));
+    let indexes: Vec<i64> = snaps.iter().map(|s| s.disk_index).collect();
+    opts.source_devices = validate::source_devices(inv.as_ref(), &indexes);
+    // The final image of a TargetInstance job boots on the job's instance (docs/cutover.md).
+    let last = job.run_once != 0 || settings.cutover != 0;
+    let production = settings
+        .instance_id
+        .as_deref()
+        .filter(|_| last && job.target_type == jobs::TargetType::TargetInstance.as_str());
+    let pipeline = validate::adapt_image(st, &image, &opts, production).await?;
     st.db
         .image_set_status(&image.id, "Available", 100, None)
         .await?;
-    let at = st.clock.now();
-    st.db
-        .run_transition(&run.id, "Processing", "Succeeded", None, Some(at))
-        .await?;
-    let cutover = st.db.job_settings_get(&job.id).await?.cutover != 0;
-    let next = if job.run_once != 0 || cutover {
-        // Cleaning: Ferry has no intermediate instance to release, so the phase only marks the step.
-        st.db
-            .job_transition(
-                &job.id,
-                &["Running/Processing"],
-                "Running",
-                Some("Cleaning"),
-            )
-            .await?;
-        "Finished"
-    } else {
-        "Waiting"
-    };
-    st.db.job_complete(&job.id, &image.id, next, at).await?;
+    tracing::info!(job = %job.id, run = %run.id, image = %image.id, adaptation = %pipeline.adapt_status,
+        validation = %pipeline.validation_status, "image built, verified and adapted");
+    if pipeline.validation_status == "Skipped" {
+        validate::complete_run(st, &image.id).await?;
+    }
     st.wake.notify_waiters();
-    tracing::info!(job = %job.id, run = %run.id, image = %image.id, "image built and verified");
     Ok(())
 }
 
@@ -386,46 +399,4 @@ async fn export(st: &AppState, request: &str) -> anyhow::Result<Vec<String>> {
         files.push(out.display().to_string());
     }
     Ok(files)
-}
-
-/// Marks sources whose agent went silent for three heartbeat intervals `Unavailable`
-/// (`SourceServer.Offline`); the next heartbeat brings them back.
-async fn offline_detector(st: Arc<AppState>) {
-    let interval = i64::from(st.cfg.heartbeat_interval_secs);
-    let mut lease = lease::Singleton::new("offline-detector");
-    loop {
-        let at = now();
-        if !lease.hold(&st).await {
-            // Another replica watches the heartbeats.
-        } else if let Ok((sources, _)) = st.db.source_list(&Default::default(), 0, i64::MAX).await {
-            for s in sources {
-                if s.state != "Unavailable"
-                    && s.state != "Deleting"
-                    && at - s.heartbeat_at > 3 * interval
-                {
-                    let info = serde_json::json!({
-                        "error_code": "SourceServer.Offline",
-                        "error_msg": format!(
-                            "no heartbeat for {} s: check that ferry-agent is running on {} and can reach this server",
-                            at - s.heartbeat_at, s.name
-                        ),
-                    })
-                    .to_string();
-                    let _ = st
-                        .db
-                        .source_set_state(
-                            &s.id,
-                            "Unavailable",
-                            Some("SourceServer.Offline"),
-                            Some(&info),
-                        )
-                        .await;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(
-            u64::from(st.cfg.heartbeat_interval_secs).min(10),
-        ))
-        .await;
-    }
 }

@@ -1,13 +1,15 @@
 //! The job scheduler: the time-driven half of SMC's job state machine (`docs/replication-jobs.md`).
 //!
-//! Every tick it looks at each job on the job clock (`AppState::clock`) and takes at most one step:
+//! Every tick it looks at the jobs that have something due on the job clock (`AppState::clock`; one
+//! indexed query, `ferry_db::Db::job_list_due`, not a scan of every job) and takes at most one step of each:
 //! - `Ready` whose `ScheduledStartTime` has come → `Running` (a `Schedule` run);
 //! - `Waiting` incremental job whose last run started `Frequency` hours ago → `Running` (a `Schedule` run);
 //! - `Ready`/`Stopped`/`InError`/`Waiting` whose `ValidTime` has passed → `Expired` (a running job is never
 //!   expired; it expires at the first tick after its run ends);
 //! - `Expired` for 7 days, or `Deleting` → purged (runs, snapshot records and indexes; images stay);
 //!
-//! and, for incremental jobs, deletes the oldest images beyond `MaxNumberOfImageToKeep`.
+//! and, for incremental jobs holding more available images than `MaxNumberOfImageToKeep` (one query,
+//! `ferry_db::Db::job_list_over_image_limit`), deletes the oldest beyond it.
 //!
 //! One replica at a time ticks (the `scheduler` lease, docs/scale-out.md); purge and image retention are
 //! part of the tick.
@@ -48,23 +50,34 @@ pub async fn run(st: Arc<AppState>) {
     }
 }
 
-/// One pass over every job at time `now` (job clock). Failures of one job are logged and do not stop the
-/// others.
+/// One pass at time `now` (job clock) over the jobs that have something due (`Db::job_list_due`: an
+/// indexed read, not every job) and over the incremental jobs holding more images than they keep. Failures
+/// of one job are logged and do not stop the others.
 pub async fn tick(st: &AppState, now: i64) {
-    let all = match st.db.job_list_all().await {
-        Ok(j) => j,
-        Err(e) => {
-            tracing::error!(error = %e, "scheduler cannot read jobs");
-            return;
+    match st.db.job_list_due(now, now - EXPIRED_KEEP_SECS).await {
+        Ok(due) => {
+            for job in due {
+                if let Err(e) = step(st, &job, now).await {
+                    tracing::warn!(job = %job.id, error = %e, "scheduler step failed; retrying at the next tick");
+                }
+            }
         }
-    };
-    for job in all {
-        if let Err(e) = step(st, &job, now).await {
-            tracing::warn!(job = %job.id, error = %e, "scheduler step failed; retrying at the next tick");
+        Err(e) => tracing::error!(error = %e, "scheduler cannot read the jobs due"),
+    }
+    match st.db.job_list_over_image_limit().await {
+        Ok(over) => {
+            for job in over {
+                if let Err(e) = retain_images(st, &job).await {
+                    tracing::warn!(job = %job.id, error = %e, "image retention failed; retrying at the next tick");
+                }
+            }
         }
+        Err(e) => tracing::error!(error = %e, "scheduler cannot read the jobs over their image limit"),
     }
 }
 
+/// Takes at most one step of `job` at `now`. The step is decided here again from the record, so a job the
+/// query selected that is no longer due does nothing.
 async fn step(st: &AppState, job: &JobRecord, now: i64) -> anyhow::Result<()> {
     let expirable = matches!(
         job.status.as_str(),
@@ -84,7 +97,6 @@ async fn step(st: &AppState, job: &JobRecord, now: i64) -> anyhow::Result<()> {
             if st.db.job_expire(&job.id, &job.status, now).await? {
                 tracing::info!(job = %job.id, from = %job.status, "ValidTime passed: job expired");
             }
-            return Ok(());
         }
         "Ready" if job.scheduled_start_time.is_some_and(|t| now >= t) => {
             start_scheduled(st, job).await?;
@@ -97,9 +109,6 @@ async fn step(st: &AppState, job: &JobRecord, now: i64) -> anyhow::Result<()> {
             }
         }
         _ => {}
-    }
-    if job.run_once == 0 {
-        retain_images(st, job).await?;
     }
     Ok(())
 }

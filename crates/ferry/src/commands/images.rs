@@ -96,6 +96,14 @@ pub(super) async fn run(s: &mut Session<'_, '_>, cmd: ImageCommand) -> anyhow::R
                 snapshots.len()
             ))
         }
+        ImageCommand::Validation { id } => validation(s, &id).await,
+        ImageCommand::Rebuild {
+            id,
+            name,
+            network_mode,
+            checks,
+            no_validation,
+        } => rebuild(s, &id, name, network_mode, checks, no_validation).await,
         ImageCommand::Delete { id, force } => {
             let resp = s
                 .client
@@ -117,6 +125,158 @@ pub(super) async fn run(s: &mut Session<'_, '_>, cmd: ImageCommand) -> anyhow::R
             ))
         }
     }
+}
+
+/// `ferry image validation`: the image's boot validation from DescribeImages' Ferry-only fields.
+async fn validation(s: &mut Session<'_, '_>, id: &str) -> anyhow::Result<()> {
+    let (_, image) = describe_image(s, id).await?;
+    if s.json_output() {
+        let v = serde_json::json!({
+            "ImageId": id,
+            "ValidationStatus": image.get("ValidationStatus"),
+            "ValidationStatusInfo": image.get("ValidationStatusInfo"),
+            "ValidationReport": image.get("ValidationReport"),
+            "AdaptationReport": image.get("AdaptationReport"),
+        });
+        return s.print_json(&v);
+    }
+    s.print(&render_validation(id, &image))
+}
+
+/// The readable boot validation of an image.
+pub fn render_validation(id: &str, image: &Value) -> String {
+    let status = text(image, "ValidationStatus");
+    let mut out = format!(
+        "Image {id}: validation {}\n",
+        if status.is_empty() {
+            "not recorded (image built before validation existed)"
+        } else {
+            &status
+        }
+    );
+    let info = text(image, "ValidationStatusInfo");
+    if !info.is_empty() {
+        out.push_str(&format!("  {info}\n"));
+    }
+    if let Some(a) = image.get("AdaptationReport") {
+        out.push_str(&format!("Adaptation: {}", text(a, "Status")));
+        let reason = text(a, "Reason");
+        if !reason.is_empty() {
+            out.push_str(&format!(" ({reason})"));
+        }
+        let changes = a
+            .get("Report")
+            .and_then(|r| r.get("changes"))
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        out.push_str(&format!(", {changes} change(s)\n"));
+    }
+    let Some(v) = image.get("ValidationReport") else {
+        return out;
+    };
+    out.push_str(&format!(
+        "Validation {} on instance {} ({}): {}\n",
+        text(v, "ValidationId"),
+        text(v, "InstanceId"),
+        text(v, "Kind"),
+        text(v, "Status")
+    ));
+    let err = text(v, "Error");
+    if !err.is_empty() {
+        out.push_str(&format!("  error: {err}\n"));
+    }
+    let checks = v
+        .get("Checks")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !checks.is_empty() {
+        let mut t = Table::new(&["CHECK", "RESULT", "DETAIL"]);
+        for c in &checks {
+            let passed = c.get("Passed").and_then(Value::as_bool).unwrap_or(false);
+            t.row(vec![
+                text(c, "Name"),
+                if passed { "passed" } else { "FAILED" }.to_owned(),
+                text(c, "Detail"),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    let tail = v
+        .get("Report")
+        .and_then(|r| r.get("console_tail"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !tail.is_empty() {
+        out.push_str("\nConsole log (end):\n");
+        let lines: Vec<&str> = tail.lines().collect();
+        for l in &lines[lines.len().saturating_sub(40)..] {
+            out.push_str("  ");
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    let path = text(v, "ConsoleLogPath");
+    if !path.is_empty() {
+        out.push_str(&format!("Whole console log (on the server): {path}\n"));
+    }
+    out
+}
+
+/// `ferry image rebuild`: CreateImage from the image's snapshots, with changed options.
+async fn rebuild(
+    s: &mut Session<'_, '_>,
+    id: &str,
+    name: Option<String>,
+    network_mode: Option<String>,
+    checks: Option<String>,
+    no_validation: bool,
+) -> anyhow::Result<()> {
+    let (_, image) = describe_image(s, id).await?;
+    let disks = list(&image, "DiskDeviceMappings", "DiskDeviceMapping");
+    let mut snapshots: Vec<(bool, String)> = disks
+        .iter()
+        .map(|d| (text(d, "Type") != "system", text(d, "SnapshotId")))
+        .collect();
+    snapshots.sort_by_key(|(data, _)| *data);
+    let snapshots: Vec<String> = snapshots.into_iter().map(|(_, s)| s).collect();
+    if snapshots.is_empty() || snapshots.iter().any(String::is_empty) {
+        anyhow::bail!(
+            "image {id} has no recorded snapshots to rebuild from (its snapshots were deleted): replicate again"
+        );
+    }
+    let name = name.unwrap_or_else(|| {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let base: String = text(&image, "ImageName").chars().take(100).collect();
+        format!("{base}-rebuild-{at}")
+    });
+    let mut params = vec![s.region(), ("ImageName".to_owned(), name.clone())];
+    params.extend(snapshot_mappings(&snapshots));
+    if let Some(m) = network_mode {
+        let m = match m.to_ascii_lowercase().replace('_', "-").as_str() {
+            "dhcp" => "Dhcp",
+            "keep-static" | "keepstatic" => "KeepStatic",
+            _ => anyhow::bail!("--network-mode {m:?}: use dhcp or keep-static"),
+        };
+        params.push(("NetworkMode".to_owned(), m.to_owned()));
+    }
+    if let Some(c) = checks {
+        params.push(("ValidationChecks".to_owned(), c));
+    }
+    if no_validation {
+        params.push(("ValidationEnabled".to_owned(), "false".to_owned()));
+    }
+    let resp = s.client.ecs("CreateImage", &params).await?;
+    if s.json_output() {
+        return s.print_json(&resp);
+    }
+    let new_id = text(&resp, "ImageId");
+    s.print(&format!(
+        "Rebuilding image {id} from its snapshots as {new_id} ({name}): built, adapted and validated again, \
+         nothing copied again. Follow it with `ferry image validation {new_id}`.\n"
+    ))
 }
 
 /// `DiskDeviceMapping.N.SnapshotId` parameters, N from 1 (the system disk) in the order given.

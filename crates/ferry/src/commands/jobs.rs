@@ -95,6 +95,12 @@ pub(super) async fn run(s: &mut Session<'_, '_>, cmd: JobCommand) -> anyhow::Res
                 "Deleting replication job {id}; the images it delivered stay (`ferry image list`).\n"
             ))
         }
+        JobCommand::TestInstance {
+            id,
+            run,
+            instance_type,
+            port_forwards,
+        } => test_instance(s, &id, run, instance_type, port_forwards).await,
         JobCommand::Cutover {
             id,
             sync_data,
@@ -272,6 +278,71 @@ async fn create(s: &mut Session<'_, '_>, args: JobCreateArgs) -> anyhow::Result<
     s.print(&format!(
         "Created replication job {id} for source server {}. {next}\n",
         args.source
+    ))
+}
+
+/// `ferry job test-instance`: RunInstances from the image of one of the job's completed runs.
+async fn test_instance(
+    s: &mut Session<'_, '_>,
+    id: &str,
+    run: Option<u32>,
+    instance_type: Option<String>,
+    port_forwards: Vec<String>,
+) -> anyhow::Result<()> {
+    let (_, job) = describe(s, id).await?;
+    let picked = match run {
+        Some(n) => job.runs.get(n as usize - 1).ok_or_else(|| {
+            anyhow::anyhow!("job {id} has {} run(s); there is no run {n}", job.runs.len())
+        })?,
+        None => job
+            .runs
+            .iter()
+            .rev()
+            .find(|r| !r.image_id.is_empty() && r.status == "Succeeded")
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "job {id} has no completed run with an image yet: wait until a run ends (`ferry job watch {id}`)"
+                )
+            })?,
+    };
+    if picked.image_id.is_empty() {
+        anyhow::bail!(
+            "run {} of job {id} has no image yet ({}): wait until it ends",
+            picked.run_id,
+            picked.status
+        );
+    }
+    let mut params = vec![
+        s.region(),
+        ("ImageId".to_owned(), picked.image_id.clone()),
+        ("InstanceName".to_owned(), format!("{}-test", job.name)),
+        (
+            "Description".to_owned(),
+            format!("Test instance of job {id}"),
+        ),
+    ];
+    if let Some(t) = instance_type {
+        params.push(("InstanceType".to_owned(), t));
+    }
+    for (i, f) in port_forwards.iter().enumerate() {
+        params.push((format!("PortForward.{}", i + 1), f.clone()));
+    }
+    let resp = s.client.ecs("RunInstances", &params).await?;
+    if s.json_output() {
+        return s.print_json(&resp);
+    }
+    let ids: Vec<String> = list(&resp, "InstanceIdSets", "InstanceIdSet")
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    s.print(&format!(
+        "Launched test instance {} from image {} (run {}). The job goes on; the instance is deleted when the \
+         job finishes. Its console: `ferry instance console {}`.\n",
+        ids.join(", "),
+        picked.image_id,
+        picked.run_id,
+        ids.first().map_or("", String::as_str)
     ))
 }
 

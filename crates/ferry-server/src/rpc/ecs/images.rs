@@ -10,6 +10,7 @@ use super::{check_region, filters_on_tags, no_tags};
 use crate::app::OrInternal;
 use crate::compute::images::{CreateImageRequest, create_from_snapshots};
 use crate::rpc::{ActionResult, Call, paging, time_str};
+use crate::workers::validate;
 
 /// `windows` when the image's platform or OS name says so, else `linux`.
 fn os_type(i: &ImageRecord) -> &'static str {
@@ -138,7 +139,7 @@ pub async fn describe_images(c: &Call<'_>) -> ActionResult {
             .filter(|i| to.is_none_or(|t| i.created_at <= t))
             .collect();
     let total = images.len();
-    let items: Vec<Value> = images
+    let mut items: Vec<Value> = images
         .iter()
         .skip(offset as usize)
         .take(size as usize)
@@ -186,6 +187,22 @@ pub async fn describe_images(c: &Call<'_>) -> ActionResult {
             v
         })
         .collect();
+    // Ferry's additions: ValidationStatus, ValidationReport, AdaptationReport (docs/boot-validation.md).
+    for item in &mut items {
+        let Some(id) = item
+            .get("ImageId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        let extra = validate::image_fields(c.st, &id, ids.is_some())
+            .await
+            .or_internal()?;
+        if let (Some(o), Some(e)) = (item.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+    }
     Ok(json!({
         "RegionId": c.st.cfg.region_id,
         "PageNumber": number,
@@ -364,6 +381,22 @@ pub async fn create_image(c: &Call<'_>) -> ActionResult {
         architecture: architecture.map(str::to_owned),
         boot_mode: boot_mode.map(str::to_owned),
         client_token: token.map(str::to_owned),
+        network_mode: p
+            .get("NetworkMode")
+            .filter(|s| !s.is_empty())
+            .map(validate::parse_network_mode)
+            .transpose()?,
+        validation_checks: p
+            .get("ValidationChecks")
+            .filter(|s| !s.is_empty())
+            .map(validate::parse_checks)
+            .transpose()?,
+        validation_enabled: p.get_bool("ValidationEnabled")?,
+        validation_instance_type: p
+            .get("ValidationInstanceType")
+            .filter(|s| !s.is_empty())
+            .map(validate::parse_instance_type)
+            .transpose()?,
     };
     let id = create_from_snapshots(c.st, &req).await?;
     Ok(json!({ "ImageId": id, "RegionId": c.st.cfg.region_id }))

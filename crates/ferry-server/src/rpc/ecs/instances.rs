@@ -141,7 +141,47 @@ fn launch_request(
         action,
         auto_start,
         dry_run: p.get_bool("DryRun")?.unwrap_or(false),
+        port_forwards: parse_port_forwards(p)?,
     })
+}
+
+/// Ferry-only `PortForward.N=<hostPort>:<guestPort>`: security-group-like rules forwarding a TCP port of
+/// the server's loopback address (127.0.0.1) to a port of the guest. At most 16; host ports 1024–65535.
+fn parse_port_forwards(p: &ferry_api::Params) -> Result<Vec<(u16, u16)>, ApiError> {
+    let items = p.get_list("PortForward");
+    if items.len() > 16 {
+        return Err(ApiError::invalid_parameter(
+            "PortForward.N",
+            format!("lists {} rules; at most 16 are allowed", items.len()),
+        ));
+    }
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for item in items {
+        let bad = || {
+            ApiError::invalid_parameter(
+                "PortForward.N",
+                format!(
+                    "{item:?} is not <hostPort>:<guestPort> (e.g. 8022:22; the host port listens on 127.0.0.1 only                      and must be 1024-65535, the guest port 1-65535)"
+                ),
+            )
+        };
+        let (h, g) = item.split_once(':').ok_or_else(bad)?;
+        let host: u16 = h.trim().parse().map_err(|_| bad())?;
+        let guest: u16 = g.trim().parse().map_err(|_| bad())?;
+        if host < 1024 || guest == 0 {
+            return Err(bad());
+        }
+        if out.iter().any(|(x, _)| *x == host) {
+            return Err(ApiError::invalid_parameter(
+                "PortForward.N",
+                format!(
+                    "host port {host} is given twice: each host port forwards to one guest port"
+                ),
+            ));
+        }
+        out.push((host, guest));
+    }
+    Ok(out)
 }
 
 /// RunInstances: `Amount` (1–100, default 1) instances that start by themselves.
@@ -192,7 +232,8 @@ fn instance_json(
         "InstanceName": i.name,
         "Description": i.description,
         "HostName": i.host_name,
-        "Status": i.status,
+        // A cutover's production instance being validated is, in ECS's words, starting.
+        "Status": ecs_status(&i.status),
         "InstanceType": i.instance_type,
         "InstanceTypeFamily": family,
         "ImageId": i.image_id,
@@ -235,6 +276,11 @@ fn instance_json(
     v
 }
 
+/// The ECS status of a recorded status (`Validating`, Ferry's own, reads as `Starting`).
+fn ecs_status(s: &str) -> &str {
+    if s == "Validating" { "Starting" } else { s }
+}
+
 /// DescribeInstances: `InstanceIds` (JSON array), `InstanceName` (`*` wildcards), `Status`, `ImageId`,
 /// `InstanceType`, `Tag.N` (Ferry's instances have none); paging by `PageNumber`/`PageSize` or
 /// `NextToken`/`MaxResults`.
@@ -267,7 +313,7 @@ pub async fn describe_instances(c: &Call<'_>) -> ActionResult {
         .filter(|_| !none_can_match)
         .filter(|i| ids.as_ref().is_none_or(|ids| ids.contains(&i.id)))
         .filter(|i| name.is_none_or(|n| wildcard(n, &i.name)))
-        .filter(|i| status.is_none_or(|s| s == i.status))
+        .filter(|i| status.is_none_or(|s| s == ecs_status(&i.status)))
         .filter(|i| image.is_none_or(|m| m == i.image_id))
         .filter(|i| itype.is_none_or(|t| t == i.instance_type))
         .collect();
@@ -285,7 +331,28 @@ pub async fn describe_instances(c: &Call<'_>) -> ActionResult {
             images.insert(i.image_id.clone(), m);
         }
     }
-    let items: Vec<Value> = page.iter().map(|i| instance_json(c, i, &images)).collect();
+    let mut items: Vec<Value> = page.iter().map(|i| instance_json(c, i, &images)).collect();
+    // Ferry's additions: PortForwards, and ValidationChecks for a validated (production) instance.
+    for (item, i) in items.iter_mut().zip(&page) {
+        let forwards: Vec<Value> = c
+            .st
+            .db
+            .port_forward_list(&i.id)
+            .await
+            .or_internal()?
+            .into_iter()
+            .map(|f| json!({ "HostAddress": "127.0.0.1", "HostPort": f.host_port, "GuestPort": f.guest_port }))
+            .collect();
+        let checks = crate::workers::validate::instance_checks(c.st, &i.id)
+            .await
+            .or_internal()?;
+        if let Some(o) = item.as_object_mut() {
+            o.insert("PortForwards".into(), Value::Array(forwards));
+            if let Some(checks) = checks {
+                o.insert("ValidationChecks".into(), checks);
+            }
+        }
+    }
     let mut out = json!({
         "RegionId": c.st.cfg.region_id,
         "Instances": wrap_list("Instance", items),

@@ -1,7 +1,9 @@
 //! Replication jobs: `../shared/ref/smc-api.md` §2.5–2.6.
 
 use ferry_api::{ApiError, Params, wrap_list};
-use ferry_db::{JobFilter, JobRecord};
+use std::collections::HashMap;
+
+use ferry_db::{JobFilter, JobRecord, JobSettingsRecord, RunRecord};
 use ferry_types::protocol::RunProgress;
 use serde_json::{Value, json};
 
@@ -156,6 +158,24 @@ fn parse_common(p: &Params) -> Result<Common, ApiError> {
     })
 }
 
+/// Ferry-only job parameters (docs/replication-jobs.md, "Ferry-only parameters"): `ValidationEnabled`,
+/// `ValidationChecks` (JSON), `ValidationInstanceType`, `NetworkMode` (`Dhcp`/`KeepStatic`).
+fn parse_ferry(p: &Params) -> Result<jobs::FerryJobOptions, ApiError> {
+    use crate::workers::validate;
+    Ok(jobs::FerryJobOptions {
+        validation_enabled: p.get_bool("ValidationEnabled")?,
+        validation_checks: opt(p, "ValidationChecks")
+            .map(|v| validate::parse_checks(&v))
+            .transpose()?,
+        validation_instance_type: opt(p, "ValidationInstanceType")
+            .map(|v| validate::parse_instance_type(&v))
+            .transpose()?,
+        network_mode: opt(p, "NetworkMode")
+            .map(|v| validate::parse_network_mode(&v))
+            .transpose()?,
+    })
+}
+
 /// Job descriptions: 2–128 characters (SMC).
 fn check_job_description(d: &str) -> Result<(), ApiError> {
     let len = d.chars().count();
@@ -231,7 +251,8 @@ pub(super) async fn create_replication_job(c: &Call<'_>) -> ActionResult {
             format!("{l:?} is not a license type; use BYOL or leave it empty"),
         ));
     }
-    let settings = jobs::JobSettings {
+    let ferry = parse_ferry(p)?;
+    let mut settings = jobs::JobSettings {
         net_mode,
         vswitch_id,
         vpc_id: opt(p, "VpcId"),
@@ -248,6 +269,7 @@ pub(super) async fn create_replication_job(c: &Call<'_>) -> ActionResult {
         container_tag: opt(p, "ContainerTag"),
         ..Default::default()
     };
+    ferry.apply(&mut settings);
     let id = jobs::create(
         c.st,
         jobs::NewJob {
@@ -292,6 +314,7 @@ pub(super) async fn modify_replication_job_attribute(c: &Call<'_>) -> ActionResu
         check_job_description(d)?;
     }
     let common = parse_common(p)?;
+    let ferry = parse_ferry(p)?;
     jobs::modify(
         c.st,
         id,
@@ -319,6 +342,7 @@ pub(super) async fn modify_replication_job_attribute(c: &Call<'_>) -> ActionResu
             container_namespace: opt(p, "ContainerNamespace"),
             container_repository: opt(p, "ContainerRepository"),
             container_tag: opt(p, "ContainerTag"),
+            ferry,
         },
     )
     .await?;
@@ -390,9 +414,33 @@ fn part_json(p: &jobs::DiskPart) -> Value {
     json!({ "Device": p.device, "SizeBytes": p.size_bytes, "Block": p.block })
 }
 
-async fn job_json(c: &Call<'_>, j: &JobRecord) -> Result<Value, ApiError> {
-    let runs = c.st.db.run_list(&j.id).await.or_internal()?;
-    let srec = c.st.db.job_settings_get(&j.id).await.or_internal()?;
+/// What `job_json` reads besides the job record, loaded for a whole page with one query per table (not
+/// per job).
+struct JobPage {
+    runs: HashMap<String, Vec<RunRecord>>,
+    settings: HashMap<String, JobSettingsRecord>,
+}
+
+impl JobPage {
+    async fn load(c: &Call<'_>, jobs: &[JobRecord]) -> Result<Self, ApiError> {
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        Ok(Self {
+            runs: c.st.db.run_list_for_jobs(&ids).await.or_internal()?,
+            settings: c.st.db.job_settings_for_jobs(&ids).await.or_internal()?,
+        })
+    }
+}
+
+async fn job_json(c: &Call<'_>, j: &JobRecord, page: &JobPage) -> Result<Value, ApiError> {
+    let runs: &[RunRecord] = page.runs.get(&j.id).map_or(&[], Vec::as_slice);
+    let empty;
+    let srec = match page.settings.get(&j.id) {
+        Some(s) => s,
+        None => {
+            empty = JobSettingsRecord::empty(&j.id);
+            &empty
+        }
+    };
     let settings = jobs::JobSettings::decode(&srec.settings);
     let runs: Vec<Value> = runs
         .iter()
@@ -500,6 +548,7 @@ async fn job_json(c: &Call<'_>, j: &JobRecord) -> Result<Value, ApiError> {
             o.insert("SystemDiskSize".into(), json!(size));
         }
     }
+    crate::workers::validate::add_job_fields(c.st, &j.id, &mut v).await?;
     Ok(v)
 }
 
@@ -574,9 +623,10 @@ pub(super) async fn describe_replication_jobs(c: &Call<'_>) -> ActionResult {
             .job_list(&filter, offset, size)
             .await
             .or_internal()?;
+    let page = JobPage::load(c, &jobs).await?;
     let mut items = Vec::with_capacity(jobs.len());
     for j in &jobs {
-        items.push(job_json(c, j).await?);
+        items.push(job_json(c, j, &page).await?);
     }
     decorate(
         c,

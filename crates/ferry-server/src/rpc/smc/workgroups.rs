@@ -13,9 +13,9 @@
 //!   Stopped, InError, Finished, or has a start time);
 //! * `NotStarted`: otherwise (no members, no jobs, or only jobs that never ran).
 //!
-//! Warnings: `InError` lists members whose job is InError; `UnRelated` members with no job. `NotPassed`
-//! (a job whose image failed boot validation) is part of the enum but is never emitted yet: no validation
-//! records exist. TODO-correctness: emit NotPassed once the boot-validation issue records results.
+//! Warnings: `InError` lists members whose job is InError; `UnRelated` members with no job; `NotPassed`
+//! members whose job's newest image failed its boot validation (`ValidationStatus` Failed, table
+//! `image_pipeline`).
 //!
 //! Tags given to CreateWorkgroup are stored under the internal resource type `workgroup` (§2.8 lets
 //! TagResources tag only source servers and jobs) and returned by DescribeWorkgroups, whose `Tag.N` filter
@@ -227,6 +227,8 @@ pub(super) struct MemberJob {
     pub started: bool,
     /// CutOverReplicationJob marked the job's final run.
     pub cutover_mark: bool,
+    /// The job's newest image failed its boot validation.
+    pub validation_failed: bool,
 }
 
 impl MemberJob {
@@ -237,6 +239,7 @@ impl MemberJob {
             incremental: j.run_once == 0,
             started: j.start_time.is_some(),
             cutover_mark,
+            validation_failed: false,
         }
     }
 }
@@ -284,6 +287,10 @@ pub(super) fn derive(members: &[String], jobs: &HashMap<String, MemberJob>) -> D
             pick(|j| j.is_some_and(|j| j.status == "InError")),
         ),
         ("UnRelated", pick(|j| j.is_none())),
+        (
+            "NotPassed",
+            pick(|j| j.is_some_and(|j| j.validation_failed)),
+        ),
     ]
     .into_iter()
     .filter(|(_, ids)| !ids.is_empty())
@@ -317,7 +324,16 @@ async fn current_jobs(
         } else {
             false
         };
-        out.insert(source, MemberJob::from_record(j, mark));
+        let mut member = MemberJob::from_record(j, mark);
+        if let Some(image) = c.st.db.image_list_by_job(&j.id).await.or_internal()?.last() {
+            member.validation_failed =
+                c.st.db
+                    .image_pipeline_get(&image.id)
+                    .await
+                    .or_internal()?
+                    .is_some_and(|p| p.validation_status == "Failed");
+        }
+        out.insert(source, member);
     }
     Ok(out)
 }
@@ -429,6 +445,7 @@ mod tests {
             incremental,
             started,
             cutover_mark: false,
+            validation_failed: false,
         }
     }
 
@@ -499,6 +516,16 @@ mod tests {
         );
         let quiet = derive(&m[1..2], &jobs);
         assert!(quiet.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_failed_validation_is_not_passed() {
+        let m = members(2);
+        let mut failed = job("Waiting", true, true);
+        failed.validation_failed = true;
+        let jobs = with(&[(0, failed), (1, job("Waiting", true, true))]);
+        let d = derive(&m, &jobs);
+        assert_eq!(d.warnings, vec![("NotPassed", vec!["s-0".to_owned()])]);
     }
 
     #[test]
