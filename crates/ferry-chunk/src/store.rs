@@ -266,7 +266,13 @@ pub fn is_no_space(e: &io::Error) -> bool {
 /// The `statvfs` error (the path does not exist, …).
 pub fn free_space(path: &Path) -> io::Result<u64> {
     let st = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
-    Ok(u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size())))
+    // The field types are u64 on 64-bit Linux but narrower elsewhere.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (
+        u64::from(st.blocks_available()),
+        u64::from(st.fragment_size()),
+    );
+    Ok(blocks.saturating_mul(size))
 }
 
 /// Checks that writing `bytes` more under `dir` leaves at least `reserve` bytes free, and answers

@@ -110,20 +110,32 @@ async fn reserve_stops_puts_before_the_volume_is_full() {
     let object = |i: usize| Bytes::from(vec![(i % 251) as u8 + 1; 256 * 1024]);
     let mut stored = 0;
     let err = loop {
-        match store.put(&format!("chunks/{stored:02}"), object(stored)).await {
+        match store
+            .put(&format!("chunks/{stored:02}"), object(stored))
+            .await
+        {
             Ok(()) => stored += 1,
             Err(e) => break e,
         }
-        assert!(stored < 16, "a 4 MiB tmpfs with a 1.5 MiB reserve took 4 MiB");
+        assert!(
+            stored < 16,
+            "a 4 MiB tmpfs with a 1.5 MiB reserve took 4 MiB"
+        );
     };
     assert!(matches!(err, StoreError::NoSpace { .. }), "got {err:?}");
     assert!(stored > 0, "nothing fit above the reserve");
     let free = ferry_chunk::free_space(&mount.0).unwrap();
-    assert!(free >= reserve, "only {free} bytes left free, reserve {reserve}");
+    assert!(
+        free >= reserve,
+        "only {free} bytes left free, reserve {reserve}"
+    );
     // The reserve is still writable for everything that is not bulk data.
     std::fs::write(mount.0.join("database"), vec![7u8; 1024 * 1024]).unwrap();
     for i in 0..stored {
-        assert_eq!(store.get(&format!("chunks/{i:02}")).await.unwrap(), object(i));
+        assert_eq!(
+            store.get(&format!("chunks/{i:02}")).await.unwrap(),
+            object(i)
+        );
     }
     drop(store);
     drop(mount);

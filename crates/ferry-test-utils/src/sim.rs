@@ -742,8 +742,13 @@ async fn agent_loop(ctx: Arc<Ctx>, a: Arc<SimAgent>, offset: Duration) {
         };
         let interval = match answer {
             Ok((resp, _)) => {
-                if counting {
+                // Counted when answered inside the window (README: answers received in the window): a
+                // long poll asked before the window and answered in it counts, one still held at its end
+                // does not, so N sources at interval I give N / I however long the window.
+                if ctx.counters.on() {
                     ctx.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
+                }
+                if counting {
                     if !ctx.cfg.long_poll {
                         ctx.counters.heartbeat_latency.ok(asked.elapsed());
                     }

@@ -764,3 +764,22 @@ pub async fn activate_via(
     a.start()?;
     Ok(a)
 }
+
+/// Kills, when dropped, every QEMU that a server data directory's instances and validation instances run:
+/// instances outlive their server on purpose, so a test that fails half-way would leave them running.
+pub struct KillQemus(pub PathBuf);
+
+impl Drop for KillQemus {
+    fn drop(&mut self) {
+        for root in ["instances", "validation-instances"] {
+            let driver = ferry_vm::Driver::new(self.0.join(root));
+            for id in driver.list().unwrap_or_default() {
+                if let Some(r) = driver.find(&id) {
+                    let _ = Command::new("kill")
+                        .args(["-9", &r.pid.to_string()])
+                        .status();
+                }
+            }
+        }
+    }
+}

@@ -34,26 +34,15 @@ async fn builds_and_boots(v: LabVariant) {
     let data = lab::read_file(data_disk, v, &server.facts.data_file).expect("read data file");
     assert_eq!(data.len(), 4 << 20);
     assert_eq!(hex(&sha2::Sha256::digest(&data)), server.facts.data_sha256);
-    // boot_check fails unless the exact marker line appears on the serial console.
-    let before = stat_all(&server.disks);
-    let took = lab::boot_check(&server).await.expect("boot check");
-    eprintln!("{v}: marker after {took:.1?}");
-    assert!(took < lab::boot_timeout());
-    assert_eq!(
-        stat_all(&server.disks),
-        before,
-        "the boot check changed a cached image"
+    // `build` boot-checked the variant (once per cache: the check is what every later run reuses) and
+    // fails unless the exact marker line appeared on the serial console; the console it saw is kept.
+    let dir = server.disks[0].parent().expect("a cache directory");
+    let console = std::fs::read_to_string(dir.join("boot-console.log")).expect("boot console log");
+    assert!(
+        console.contains(&server.facts.marker),
+        "the boot check's console has no marker:\n{console}"
     );
-}
-
-fn stat_all(disks: &[std::path::PathBuf]) -> Vec<(u64, std::time::SystemTime)> {
-    disks
-        .iter()
-        .map(|d| {
-            let m = std::fs::metadata(d).expect("stat");
-            (m.len(), m.modified().expect("mtime"))
-        })
-        .collect()
+    assert!(dir.join("boot-ok").exists());
 }
 
 fn hex(b: &[u8]) -> String {

@@ -7,7 +7,9 @@
 //! mounted, and the source's static address became a DHCP lease (while the static settings stay on record in
 //! the adaptation report). A test instance is launched from the first run while the job goes on. Then a file
 //! changes on the source, the job is cut over with a final sync (a pre-cutover hook of the source's owner runs
-//! first), and the final image's instance has the change; finishing the job removes the test instance.
+//! first), and the final image's instance has the change; finishing the job removes the test instance. The BIOS
+//! variant cuts over onto a production instance instead (`TargetType=TargetInstance`): Ferry re-disks it with
+//! the final image, starts it and validates it in place.
 //!
 //! Needs root (loop devices, mounts), debootstrap and QEMU; skips with a message otherwise. The lab images
 //! are cached (target/lab-cache), so only the first run pays for building them.
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use ferry_test_utils::lab::{self, LabServer, LabVariant};
-use ferry_test_utils::stack::{OneSource, p, wait_job};
+use ferry_test_utils::stack::{KillQemus, OneSource, p, wait_job};
 use ferry_test_utils::wait_for;
 use serde_json::{Value, json};
 
@@ -145,7 +147,9 @@ fn assert_migrated_boot(lab: &LabServer, img: &Value) -> anyhow::Result<()> {
             summarize(report)
         );
     }
-    let console = report["Report"]["console_tail"].as_str().unwrap_or_default();
+    let console = report["Report"]["console_tail"]
+        .as_str()
+        .unwrap_or_default();
     ensure!(
         console.contains(&lab.facts.marker),
         "the marker line {:?} is not on the console:\n{console}",
@@ -158,8 +162,17 @@ fn assert_migrated_boot(lab: &LabServer, img: &Value) -> anyhow::Result<()> {
         .into_iter()
         .flatten()
         .any(|i| i["dhcp"] == true && i["addresses"].to_string().contains("10.0.2.15"));
-    ensure!(dhcp, "no DHCP address on the target: {}", boot["interfaces"]);
-    let static_ip = lab.facts.static_address.split('/').next().unwrap_or_default();
+    ensure!(
+        dhcp,
+        "no DHCP address on the target: {}",
+        boot["interfaces"]
+    );
+    let static_ip = lab
+        .facts
+        .static_address
+        .split('/')
+        .next()
+        .unwrap_or_default();
     ensure!(
         !boot["interfaces"].to_string().contains(static_ip),
         "the source's static address is still configured: {}",
@@ -197,7 +210,9 @@ fn summarize(report: &Value) -> String {
         .flatten()
         .map(|c| format!("{}={} ({})", c["Name"], c["Passed"], c["Detail"]))
         .collect();
-    let console = report["Report"]["console_tail"].as_str().unwrap_or_default();
+    let console = report["Report"]["console_tail"]
+        .as_str()
+        .unwrap_or_default();
     let tail: String = console
         .lines()
         .rev()
@@ -226,10 +241,13 @@ async fn instance(s: &OneSource, id: &str) -> anyhow::Result<Value> {
             ]),
         )
         .await?;
-    Ok(v["Instances"]["Instance"].get(0).cloned().unwrap_or(Value::Null))
+    Ok(v["Instances"]["Instance"]
+        .get(0)
+        .cloned()
+        .unwrap_or(Value::Null))
 }
 
-async fn migrate(variant: LabVariant) -> anyhow::Result<()> {
+async fn migrate(variant: LabVariant, target: Target) -> anyhow::Result<()> {
     let name = format!("migrate_{}", variant.as_str());
     if skip(&name) {
         return Ok(());
@@ -246,6 +264,7 @@ async fn migrate(variant: LabVariant) -> anyhow::Result<()> {
         &disk_refs,
     )
     .await?;
+    let _kill = KillQemus(s.server.data_dir.clone());
     let hooks = tmp.path().join("hooks");
     let hook_log = tmp.path().join("hook.log");
     std::fs::create_dir_all(hooks.join("pre-cutover.d"))?;
@@ -260,37 +279,58 @@ async fn migrate(variant: LabVariant) -> anyhow::Result<()> {
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     s.restart_agent_with_hooks(&hooks)?;
 
-    // 1. Replicate, build, verify, adapt, validate.
+    // 1. Replicate, build, verify, adapt, validate. With a production instance (`Target::Instance`), a
+    //    first one-shot job delivers the image the production instance is launched from, as an operator
+    //    would prepare the target before the incremental job that cuts over onto it.
     let checks = checks(&lab);
-    let v = s
-        .client
-        .smc(
-            "CreateReplicationJob",
-            &p(&[
-                ("SourceId", &s.agent.source_id),
-                ("RegionId", "local"),
-                ("ImageName", &format!("lab-{}", variant.as_str())),
-                ("RunOnce", "false"),
-                ("Frequency", "24"),
-                ("MaxNumberOfImageToKeep", "3"),
-                ("ValidationChecks", &checks),
-            ]),
-        )
-        .await?;
-    let job_id = v["JobId"].as_str().context("JobId")?.to_owned();
-    s.client
-        .smc("StartReplicationJob", &p(&[("JobId", &job_id)]))
-        .await?;
+    let mut job_params = vec![
+        ("SourceId", s.agent.source_id.clone()),
+        ("RegionId", "local".to_owned()),
+        ("ImageName", format!("lab-{}", variant.as_str())),
+        ("ValidationChecks", checks.clone()),
+    ];
     let t0 = Instant::now();
+    let (image1, instance_id) = match target {
+        Target::Image => {
+            job_params.extend([
+                ("RunOnce", "false".to_owned()),
+                ("Frequency", "24".to_owned()),
+                ("MaxNumberOfImageToKeep", "3".to_owned()),
+            ]);
+            (None, None)
+        }
+        Target::Instance => {
+            let job_a = create_and_start(&s, &job_params).await?;
+            let j = wait_job(&s.client, &job_a, &["Finished", "InError"], BOOT_WAIT).await?;
+            ensure!(j["Status"] == "Finished", "the one-shot job failed: {j}");
+            let image_a = j["ImageId"].as_str().context("ImageId")?.to_owned();
+            let img_a = validated(&s, &image_a).await?;
+            assert_migrated_boot(&lab, &img_a)?;
+            let prod = run_instance(&s, &image_a).await?;
+            wait_for_marker(&s, &prod, &lab).await?;
+            job_params.extend([
+                ("RunOnce", "false".to_owned()),
+                ("Frequency", "24".to_owned()),
+                ("MaxNumberOfImageToKeep", "2".to_owned()),
+                ("TargetType", "TargetInstance".to_owned()),
+                ("InstanceId", prod.clone()),
+            ]);
+            (Some(image_a), Some(prod))
+        }
+    };
+    let job_id = create_and_start(&s, &job_params).await?;
     let j = wait_job(&s.client, &job_id, &["Waiting", "InError"], BOOT_WAIT).await?;
-    ensure!(j["Status"] == "Waiting", "the first run did not complete: {j}");
-    let image1 = runs(&j)[0]["ImageId"]
+    ensure!(
+        j["Status"] == "Waiting",
+        "the first run did not complete: {j}"
+    );
+    let run1_image = runs(&j)[0]["ImageId"]
         .as_str()
         .context("run 1 has no image")?
         .to_owned();
-    let img1 = validated(&s, &image1).await?;
+    let img1 = validated(&s, &run1_image).await?;
     eprintln!(
-        "{name}: first run replicated, built, adapted and validated in {:?}",
+        "{name}: replicated, built, adapted and validated in {:?}",
         t0.elapsed()
     );
     assert_migrated_boot(&lab, &img1)?;
@@ -307,25 +347,18 @@ async fn migrate(variant: LabVariant) -> anyhow::Result<()> {
         );
     }
 
-    // 2. A test instance from the first run while the job goes on.
-    let v = s
-        .client
-        .ecs(
-            "RunInstances",
-            &p(&[
-                ("RegionId", "local"),
-                ("ImageId", &image1),
-                ("InstanceType", "ecs.t1.small"),
-            ]),
-        )
-        .await?;
-    let test_instance = v["InstanceIdSets"]["InstanceIdSet"][0]
-        .as_str()
-        .with_context(|| format!("RunInstances answered {v}"))?
-        .to_owned();
+    // 2. A test instance from the first run while the job goes on (the production instance already
+    //    showed a launch from an image for `Target::Instance`).
+    let test_instance = match target {
+        Target::Image => Some(run_instance(&s, &run1_image).await?),
+        Target::Instance => None,
+    };
 
     // 3. A change on the source, then the cutover with a final sync.
-    let change = format!("changed on the source before the cutover of {}\n", variant.as_str());
+    let change = format!(
+        "changed on the source before the cutover of {}\n",
+        variant.as_str()
+    );
     lab::modify_file(&disks[0], variant, CHANGED, change.as_bytes())?;
     let t1 = Instant::now();
     s.client
@@ -334,24 +367,17 @@ async fn migrate(variant: LabVariant) -> anyhow::Result<()> {
             &p(&[("JobId", &job_id), ("SyncData", "true")]),
         )
         .await?;
-    // The test instance boots meanwhile: its console shows the marker.
-    wait_for(BOOT_WAIT, "the test instance to boot", || async {
-        let out = s
-            .client
-            .ecs(
-                "GetInstanceConsoleOutput",
-                &p(&[("RegionId", "local"), ("InstanceId", &test_instance)]),
-            )
-            .await?;
-        let text = out["ConsoleOutput"].as_str().unwrap_or_default();
-        let text = base64_decode(text).unwrap_or_else(|| text.to_owned());
-        Ok(text.contains(&lab.facts.marker).then_some(()))
-    })
-    .await?;
+    if let Some(test) = &test_instance {
+        // The test instance boots meanwhile: its console shows the marker.
+        wait_for_marker(&s, test, &lab).await?;
+    }
     let j = wait_job(&s.client, &job_id, &["Finished", "InError"], BOOT_WAIT).await?;
     ensure!(j["Status"] == "Finished", "the cutover did not finish: {j}");
     let final_image = j["ImageId"].as_str().context("ImageId")?.to_owned();
-    ensure!(final_image != image1, "the cutover made no new image: {j}");
+    ensure!(
+        final_image != run1_image && Some(&final_image) != image1.as_ref(),
+        "the cutover made no new image: {j}"
+    );
     let img2 = validated(&s, &final_image).await?;
     eprintln!(
         "{name}: cutover request to a validated final image in {:?}",
@@ -369,13 +395,90 @@ async fn migrate(variant: LabVariant) -> anyhow::Result<()> {
         "the pre-cutover hook ran {} times",
         hook_ran.lines().count()
     );
-    // Finalize: the test instance is gone once the job finished.
-    wait_for(Duration::from_secs(120), "the test instance's removal", || async {
-        Ok(instance(&s, &test_instance).await?.is_null().then_some(()))
-    })
-    .await?;
+    if let Some(prod) = &instance_id {
+        // The production instance now runs the final image, validated in place (with the change).
+        let inst = instance(&s, prod).await?;
+        ensure!(
+            inst["ImageId"] == final_image.as_str() && inst["Status"] == "Running",
+            "the production instance does not run the final image: {inst}"
+        );
+        let checks = inst["ValidationChecks"]
+            .as_array()
+            .with_context(|| format!("no ValidationChecks: {inst}"))?;
+        ensure!(
+            !checks.is_empty() && checks.iter().all(|c| c["Passed"] == true),
+            "the production instance's checks: {inst}"
+        );
+        ensure!(
+            img2["ValidationReport"]["InstanceId"] == prod.as_str(),
+            "the final image was not validated on the production instance: {}",
+            img2["ValidationReport"]
+        );
+    }
+    if let Some(test) = &test_instance {
+        // Finalize: the test instance is gone once the job finished.
+        wait_for(
+            Duration::from_secs(120),
+            "the test instance's removal",
+            || async { Ok(instance(&s, test).await?.is_null().then_some(())) },
+        )
+        .await?;
+    }
     eprintln!("{name}: passed in {:?}", started.elapsed());
     Ok(())
+}
+
+/// Where the cutover lands: a final image (launched by the operator), or an existing production
+/// instance the job names (`TargetType=TargetInstance`), re-disked, started and validated by Ferry.
+#[derive(Clone, Copy)]
+enum Target {
+    Image,
+    Instance,
+}
+
+async fn create_and_start(s: &OneSource, params: &[(&str, String)]) -> anyhow::Result<String> {
+    let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let v = s.client.smc("CreateReplicationJob", &p(&params)).await?;
+    let job_id = v["JobId"].as_str().context("JobId")?.to_owned();
+    s.client
+        .smc("StartReplicationJob", &p(&[("JobId", &job_id)]))
+        .await?;
+    Ok(job_id)
+}
+
+async fn run_instance(s: &OneSource, image_id: &str) -> anyhow::Result<String> {
+    let v = s
+        .client
+        .ecs(
+            "RunInstances",
+            &p(&[
+                ("RegionId", "local"),
+                ("ImageId", image_id),
+                ("InstanceType", "ecs.t1.small"),
+            ]),
+        )
+        .await?;
+    Ok(v["InstanceIdSets"]["InstanceIdSet"][0]
+        .as_str()
+        .with_context(|| format!("RunInstances answered {v}"))?
+        .to_owned())
+}
+
+/// Waits until the instance's serial console shows the lab server's marker line.
+async fn wait_for_marker(s: &OneSource, instance_id: &str, lab: &LabServer) -> anyhow::Result<()> {
+    wait_for(BOOT_WAIT, "the instance to boot to its marker", || async {
+        let out = s
+            .client
+            .ecs(
+                "GetInstanceConsoleOutput",
+                &p(&[("RegionId", "local"), ("InstanceId", instance_id)]),
+            )
+            .await?;
+        let text = out["ConsoleOutput"].as_str().unwrap_or_default();
+        let text = base64_decode(text).unwrap_or_else(|| text.to_owned());
+        Ok(text.contains(&lab.facts.marker).then_some(()))
+    })
+    .await
 }
 
 /// GetInstanceConsoleOutput answers base64 like ECS.
@@ -388,21 +491,21 @@ fn base64_decode(s: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn migrate_bios_mbr_ext4() -> anyhow::Result<()> {
-    migrate(LabVariant::Bios).await
+async fn migrate_bios_mbr_ext4_onto_a_production_instance() -> anyhow::Result<()> {
+    migrate(LabVariant::Bios, Target::Instance).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_uefi_gpt_esp() -> anyhow::Result<()> {
-    migrate(LabVariant::Uefi).await
+    migrate(LabVariant::Uefi, Target::Image).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_lvm_root() -> anyhow::Result<()> {
-    migrate(LabVariant::Lvm).await
+    migrate(LabVariant::Lvm, Target::Image).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_data_disk_by_device_name() -> anyhow::Result<()> {
-    migrate(LabVariant::DataDisk).await
+    migrate(LabVariant::DataDisk, Target::Image).await
 }

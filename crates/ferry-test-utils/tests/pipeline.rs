@@ -9,14 +9,14 @@
 //! (`scripts/test.sh` does). Booting real guests is the lab's end-to-end suite.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use ferry::client::{Client, ClientError};
 use ferry_test_utils::disk::random_bytes;
-use ferry_test_utils::stack::{OneSource, Proc, export, job, p, start_job, wait_job};
-use ferry_test_utils::{bin_path, wait_for};
+use ferry_test_utils::stack::{OneSource, export, job, p, start_job, wait_job};
+use ferry_test_utils::wait_for;
 use serde_json::Value;
 
 const MIB: usize = 1 << 20;
@@ -102,33 +102,6 @@ fn write_hook(dir: &Path, name: &str, script: &str) -> anyhow::Result<()> {
     let path = dir.join(name);
     std::fs::write(&path, script)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(())
-}
-
-/// Restarts a source's agent with `FERRY_AGENT_HOOKS_DIR`, so that this test's hooks (and no other test's)
-/// run.
-fn restart_agent_with_hooks(s: &mut OneSource, hooks: &Path) -> anyhow::Result<()> {
-    s.agent.kill9();
-    let log = |name: &str| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(s.agent.state_dir.join(name))
-    };
-    let child = Command::new(bin_path("ferry-agent"))
-        .arg("run")
-        .arg("--state-dir")
-        .arg(&s.agent.state_dir)
-        .env("RUST_LOG", "info")
-        .env("FERRY_AGENT_HOOKS_DIR", hooks)
-        .stdout(Stdio::from(log("agent.log")?))
-        .stderr(Stdio::from(log("agent.log")?))
-        .spawn()
-        .context("cannot start ferry-agent")?;
-    s.agent.proc = Some(Proc {
-        child,
-        name: "ferry-agent".into(),
-    });
     Ok(())
 }
 
@@ -425,7 +398,7 @@ async fn pre_cutover_hooks_run_before_the_final_sync_reads_the_disks() -> anyhow
         &[&disk],
     )
     .await?;
-    restart_agent_with_hooks(&mut s, &hooks)?;
+    s.restart_agent_with_hooks(&hooks)?;
     let c = &s.client;
     let job_id = start_job(
         c,
@@ -451,10 +424,7 @@ async fn pre_cutover_hooks_run_before_the_final_sync_reads_the_disks() -> anyhow
         .cli(&["job", "test-instance", &job_id, "--run", "9"])
         .err()
         .context("there is no run 9")?;
-    assert!(
-        format!("{err:#}").contains("there is no run 9"),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains("there is no run 9"), "{err:#}");
     // No hook ran for an ordinary run.
     assert!(
         !s.agent.log().contains("pre-cutover hook"),
@@ -541,137 +511,6 @@ async fn pre_cutover_hooks_run_before_the_final_sync_reads_the_disks() -> anyhow
         let v = ecs(c, "DescribeInstances", &[("InstanceIds", &ids)]).await?;
         Ok((v["TotalCount"] == 0).then_some(()))
     })
-    .await?;
-    Ok(())
-}
-
-/// Kills every QEMU a data directory's instances (and validation instances) run when the test ends.
-struct KillQemus(PathBuf);
-
-impl Drop for KillQemus {
-    fn drop(&mut self) {
-        for root in ["instances", "validation-instances"] {
-            let driver = ferry_vm::Driver::new(self.0.join(root));
-            for id in driver.list().unwrap_or_default() {
-                if let Some(r) = driver.find(&id) {
-                    let _ = Command::new("kill")
-                        .args(["-9", &r.pid.to_string()])
-                        .status();
-                }
-            }
-        }
-    }
-}
-
-/// The whole flow on a real lab server (BIOS variant), under TCG: replicate → adapt → validate (a
-/// throwaway instance) → a production instance → a TargetInstance job → cutover with a final sync →
-/// the production instance re-disked, booted and validated. Minutes of TCG boots: run with `--ignored`
-/// (the lab's end-to-end suite drives the same flow per variant).
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "boots real lab guests under TCG (about 10 minutes); run with --ignored"]
-async fn lab_server_is_validated_and_cut_over_to_its_production_instance() -> anyhow::Result<()> {
-    use ferry_test_utils::lab::{self, LabVariant};
-    if !ferry_test_utils::is_root() {
-        eprintln!("skipped: needs root");
-        return Ok(());
-    }
-    let lab = lab::build(LabVariant::Bios).await?;
-    let tmp = tempfile::tempdir()?;
-    let disks = lab::copy_disks(&lab, &tmp.path().join("source"))?;
-    let mut server = ferry_test_utils::stack::ServerProc {
-        data_dir: tmp.path().join("server"),
-        port: ferry_test_utils::free_port(),
-        proc: None,
-        extra_args: Vec::new(),
-        env: vec![("FERRY_VM_ACCEL".into(), "tcg".into())],
-    };
-    server.restart().await?;
-    let _kill = KillQemus(server.data_dir.clone());
-    let c = &server.client()?;
-    let (_, code) = server.activation_code(1).await?;
-    let disk_refs: Vec<&Path> = disks.iter().map(PathBuf::as_path).collect();
-    let agent = ferry_test_utils::stack::AgentProc::activate(
-        &server,
-        &tmp.path().join("agent"),
-        &code,
-        &disk_refs,
-    )
-    .await?;
-    ferry_test_utils::stack::wait_source(c, &agent.source_id).await?;
-    let long = Duration::from_secs(1200);
-
-    // 1. A one-shot job: its image is adapted and validated on a throwaway instance.
-    let t0 = std::time::Instant::now();
-    let job_a = start_job(
-        c,
-        &agent.source_id,
-        &[("ValidationInstanceType", "ecs.t1.small")],
-    )
-    .await?;
-    let j = wait_job(c, &job_a, &["Finished"], long).await?;
-    let image_a = j["ImageId"].as_str().context("ImageId")?.to_owned();
-    let img = image(c, &image_a).await?;
-    eprintln!("job A finished in {:?}: {img}", t0.elapsed());
-    assert_eq!(img["ValidationStatus"], "Passed", "{img}");
-    assert_eq!(img["AdaptationReport"]["Status"], "Adapted", "{img}");
-    assert_eq!(runs(&j)[0]["ValidationStatus"], "Passed", "{j}");
-
-    // 2. The production instance (the target the job will cut over to).
-    let v = ecs(c, "RunInstances", &[("ImageId", &image_a)]).await?;
-    let prod = v["InstanceIdSets"]["InstanceIdSet"][0]
-        .as_str()
-        .context("instance")?
-        .to_owned();
-
-    // 3. An incremental TargetInstance job, then a cutover with a final sync of a changed file.
-    let job_b = start_job(
-        c,
-        &agent.source_id,
-        &[
-            ("RunOnce", "false"),
-            ("Frequency", "24"),
-            ("MaxNumberOfImageToKeep", "2"),
-            ("TargetType", "TargetInstance"),
-            ("InstanceId", &prod),
-        ],
-    )
-    .await?;
-    wait_job(c, &job_b, &["Waiting"], long).await?;
-    lab::modify_file(
-        &disks[0],
-        LabVariant::Bios,
-        "/root/cutover.txt",
-        b"changed before the cutover\n",
-    )?;
-    let t1 = std::time::Instant::now();
-    c.smc(
-        "CutOverReplicationJob",
-        &p(&[("JobId", &job_b), ("SyncData", "true")]),
-    )
-    .await?;
-    let j = wait_job(c, &job_b, &["Finished"], long).await?;
-    eprintln!(
-        "cutover to a validated running instance: {:?}",
-        t1.elapsed()
-    );
-    let final_image = j["ImageId"].as_str().context("ImageId")?.to_owned();
-    let ids = format!(r#"["{prod}"]"#);
-    let v = ecs(c, "DescribeInstances", &[("InstanceIds", &ids)]).await?;
-    let inst = &v["Instances"]["Instance"][0];
-    assert_eq!(inst["ImageId"], final_image.as_str(), "{inst}");
-    assert_eq!(inst["Status"], "Running", "{inst}");
-    let checks = inst["ValidationChecks"]
-        .as_array()
-        .context("ValidationChecks")?;
-    ensure!(!checks.is_empty(), "{inst}");
-    for ch in checks {
-        assert_eq!(ch["Passed"], true, "{ch}");
-    }
-    ecs(
-        c,
-        "DeleteInstance",
-        &[("InstanceId", &prod), ("Force", "true")],
-    )
     .await?;
     Ok(())
 }

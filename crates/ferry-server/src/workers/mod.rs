@@ -222,7 +222,8 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
     // Adapt the built copies in place (the snapshots never change), then the image is available; its
     // boot validation (validate::worker) ends the run, or the run ends now when there is none.
     let settings = st.db.job_settings_get(&job.id).await?;
-    let mut opts = validate::PipelineOptions::from_job(&jobs::JobSettings::decode(&settings.settings));
+    let mut opts =
+        validate::PipelineOptions::from_job(&jobs::JobSettings::decode(&settings.settings));
     let indexes: Vec<i64> = snaps.iter().map(|s| s.disk_index).collect();
     opts.source_devices = validate::source_devices(inv.as_ref(), &indexes);
     // The final image of a TargetInstance job boots on the job's instance (docs/cutover.md).

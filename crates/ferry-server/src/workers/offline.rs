@@ -1,7 +1,7 @@
 //! Agent liveness: flushing this replica's heartbeats to the database, and detecting agents gone silent.
 //!
 //! Heartbeats are noted in memory by the agent API (`agent_api::AgentHub`) and written here in one
-//! transaction every [`flush_period`] (at most 5 s, and never longer than one heartbeat interval), so ten
+//! transaction every [`flush_period`] (at most 5 s, and never longer than half a heartbeat interval), so ten
 //! thousand agents cost a few transactions per minute instead of one synchronous commit per beat. Every
 //! replica flushes the beats it received; the stored `heartbeat_at` therefore lags a beat by at most one
 //! flush period, which keeps it well inside the three intervals after which a source counts as offline.
@@ -28,10 +28,14 @@ use crate::AppState;
 /// The longest time a heartbeat stays in memory before it is written.
 const MAX_FLUSH_SECS: u64 = 5;
 
-/// How often this replica writes the heartbeats it received: every [`MAX_FLUSH_SECS`], or every
-/// heartbeat interval when that is shorter.
+/// How often this replica writes the heartbeats it received: every [`MAX_FLUSH_SECS`], or every half
+/// heartbeat interval when that is shorter, so that the stored time stays well inside the three intervals
+/// after which a source is offline (and a job start refuses it) even with 1 s intervals.
 pub fn flush_period(heartbeat_interval_secs: u32) -> Duration {
-    Duration::from_secs(u64::from(heartbeat_interval_secs).clamp(1, MAX_FLUSH_SECS))
+    Duration::from_millis(u64::from(heartbeat_interval_secs) * 500).clamp(
+        Duration::from_millis(250),
+        Duration::from_secs(MAX_FLUSH_SECS),
+    )
 }
 
 /// Runs for the life of the server: flushes heartbeats every flush period and, while this replica holds
@@ -101,5 +105,18 @@ pub async fn detect(st: &AppState) {
             Ok(false) => {}
             Err(e) => tracing::warn!(source = %s.id, error = %e, "cannot mark a source offline"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_are_flushed_within_half_an_interval_and_at_most_every_5_s() {
+        assert_eq!(flush_period(1), Duration::from_millis(500));
+        assert_eq!(flush_period(2), Duration::from_secs(1));
+        assert_eq!(flush_period(30), Duration::from_secs(5));
+        assert_eq!(flush_period(3600), Duration::from_secs(5));
     }
 }

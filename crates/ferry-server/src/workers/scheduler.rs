@@ -72,7 +72,9 @@ pub async fn tick(st: &AppState, now: i64) {
                 }
             }
         }
-        Err(e) => tracing::error!(error = %e, "scheduler cannot read the jobs over their image limit"),
+        Err(e) => {
+            tracing::error!(error = %e, "scheduler cannot read the jobs over their image limit")
+        }
     }
 }
 
@@ -97,6 +99,7 @@ async fn step(st: &AppState, job: &JobRecord, now: i64) -> anyhow::Result<()> {
             if st.db.job_expire(&job.id, &job.status, now).await? {
                 tracing::info!(job = %job.id, from = %job.status, "ValidTime passed: job expired");
             }
+            return Ok(());
         }
         "Ready" if job.scheduled_start_time.is_some_and(|t| now >= t) => {
             start_scheduled(st, job).await?;
