@@ -741,7 +741,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "the server's data directory /srv/ferry-data/objects is full: free space or grow the volume; the run resumes by itself"
+            "no space left in the server's data directory /srv/ferry-data/objects (it is full, or down to the reserve kept for the database and logs, --reserve-mib): free space or grow the volume; the run resumes by itself"
         );
         assert!(is_no_space(&io::Error::from_raw_os_error(libc::ENOSPC)));
         assert!(is_no_space(&io::Error::from_raw_os_error(libc::EDQUOT)));
