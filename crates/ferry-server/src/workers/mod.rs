@@ -237,7 +237,7 @@ async fn build_run(st: &AppState, run: &RunRecord) -> anyhow::Result<()> {
         .image_set_status(&image.id, "Available", 100, None)
         .await?;
     tracing::info!(job = %job.id, run = %run.id, image = %image.id, adaptation = %pipeline.adapt_status,
-        validation = %pipeline.validation_status, "image built, verified and adapted");
+        validation = %pipeline.validation_status, "image built and verified");
     if pipeline.validation_status == "Skipped" {
         validate::complete_run(st, &image.id).await?;
     }
