@@ -215,6 +215,18 @@ pub fn durable_write_deferred(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 fn write_file(path: &Path, bytes: &[u8], sync_dir: bool, mode: u32) -> io::Result<()> {
+    write_durably(path, sync_dir, mode, |f| f.write_all(bytes))
+}
+
+/// The durability rule in one place: `fill` writes a new temp file beside `path` (created with `mode`),
+/// which is fsynced and renamed over `path`; with `sync_dir` the directory is fsynced too. On error the
+/// temp file is removed and `path` is untouched.
+fn write_durably<T>(
+    path: &Path,
+    sync_dir: bool,
+    mode: u32,
+    fill: impl FnOnce(&mut std::fs::File) -> io::Result<T>,
+) -> io::Result<T> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -239,14 +251,14 @@ fn write_file(path: &Path, bytes: &[u8], sync_dir: bool, mode: u32) -> io::Resul
             .create_new(true)
             .mode(mode)
             .open(&tmp)?;
-        f.write_all(bytes)?;
+        let out = fill(&mut f)?;
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)?;
         if sync_dir {
             std::fs::File::open(parent)?.sync_all()?;
         }
-        Ok(())
+        Ok(out)
     })();
     if result.is_err() {
         // Best effort: the temp file may not exist (open failed) or already be renamed.
@@ -591,41 +603,8 @@ impl ObjectStore for LocalStore {
 /// [`durable_write`] of a file's content, streamed: copies `src` to a temp file beside `dst`, fsyncs it,
 /// renames it over `dst` and fsyncs the directory. Returns the bytes copied.
 fn durable_copy(src: &Path, dst: &Path) -> io::Result<u64> {
-    let parent = match dst.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = dst.file_name().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} has no file name", dst.display()),
-        )
-    })?;
-    create_dirs_durably(parent)?;
-    let tmp = parent.join(format!(
-        ".{}.{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut from = std::fs::File::open(src)?;
-        let mut to = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        let n = io::copy(&mut from, &mut to)?;
-        to.sync_all()?;
-        drop(to);
-        std::fs::rename(&tmp, dst)?;
-        std::fs::File::open(parent)?.sync_all()?;
-        Ok(n)
-    })();
-    if result.is_err() {
-        // Best effort: the temp file may not exist (open failed) or already be renamed.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let mut from = std::fs::File::open(src)?;
+    write_durably(dst, true, 0o644, |to| io::copy(&mut from, to))
 }
 
 #[cfg(test)]

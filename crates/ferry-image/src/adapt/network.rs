@@ -630,6 +630,27 @@ fn scan(ctx: &mut Ctx) -> Result<(Found, Vec<StaticInterface>), AdaptError> {
 }
 
 /// Records the source's settings and rewrites the configuration for the target. Returns the record.
+/// Sets a configuration style's own files aside (each renamed to `kept_as(path)`, reported as
+/// "`why`, kept as …") and writes Ferry's replacement `target`.
+#[allow(clippy::too_many_arguments)]
+fn replace_config(
+    ctx: &mut Ctx,
+    files: &[String],
+    kept_as: impl Fn(&str) -> String,
+    why: &str,
+    target: &str,
+    content: &str,
+    mode: u32,
+    what: &str,
+) -> Result<(), AdaptError> {
+    for p in files {
+        let to = kept_as(p);
+        ctx.rename(KIND, p, &to, format!("{why}, kept as {to}"))?;
+    }
+    ctx.write(KIND, target, content.as_bytes(), mode, None, what)?;
+    Ok(())
+}
+
 pub(crate) fn adapt_network(ctx: &mut Ctx) -> Result<Vec<StaticInterface>, AdaptError> {
     let (found, scanned) = scan(ctx)?;
     let recorded = match ctx.read(RECORD)? {
@@ -729,77 +750,54 @@ pub(crate) fn adapt_network(ctx: &mut Ctx) -> Result<Vec<StaticInterface>, Adapt
         )?;
     }
     if !found.netplan.is_empty() || found.ours_netplan {
-        for p in &found.netplan {
-            ctx.rename(
-                KIND,
-                p,
-                &format!("{p}.ferry-orig"),
-                format!("disabled, kept as {p}.ferry-orig"),
-            )?;
-        }
-        ctx.write(
-            KIND,
+        replace_config(
+            ctx,
+            &found.netplan,
+            |p| format!("{p}.ferry-orig"),
+            "disabled",
             "/etc/netplan/90-ferry.yaml",
-            gen_netplan(&names, st).as_bytes(),
+            &gen_netplan(&names, st),
             0o600,
-            None,
-            what.clone(),
+            &what,
         )?;
     }
     if !found.networkd.is_empty() || found.ours_networkd {
-        for p in &found.networkd {
-            ctx.rename(
-                KIND,
-                p,
-                &format!("{p}.ferry-orig"),
-                format!("disabled, kept as {p}.ferry-orig"),
-            )?;
-        }
-        ctx.write(
-            KIND,
+        replace_config(
+            ctx,
+            &found.networkd,
+            |p| format!("{p}.ferry-orig"),
+            "disabled",
             "/etc/systemd/network/90-ferry.network",
-            gen_networkd(&names, st).as_bytes(),
+            &gen_networkd(&names, st),
             0o644,
-            None,
-            what.clone(),
+            &what,
         )?;
     }
     if !found.nm.is_empty() || found.ours_nm {
-        for p in &found.nm {
-            let to = format!("/etc/ferry/orig{p}");
-            ctx.rename(KIND, p, &to, format!("disabled, kept as {to}"))?;
-        }
-        let p = format!(
-            "/etc/NetworkManager/system-connections/ferry-{}.nmconnection",
-            names[0]
-        );
-        ctx.write(
-            KIND,
-            &p,
-            gen_nm(&names, st).as_bytes(),
+        replace_config(
+            ctx,
+            &found.nm,
+            |p| format!("/etc/ferry/orig{p}"),
+            "disabled",
+            &format!(
+                "/etc/NetworkManager/system-connections/ferry-{}.nmconnection",
+                names[0]
+            ),
+            &gen_nm(&names, st),
             0o600,
-            None,
-            what.clone(),
+            &what,
         )?;
     }
     if !found.ifcfg.is_empty() || found.ours_ifcfg {
-        for p in &found.ifcfg {
-            let to = format!("/etc/ferry/orig{p}");
-            ctx.rename(
-                KIND,
-                p,
-                &to,
-                format!("disabled (HWADDR binding dropped), kept as {to}"),
-            )?;
-        }
-        let p = format!("/etc/sysconfig/network-scripts/ifcfg-{}", names[0]);
-        ctx.write(
-            KIND,
-            &p,
-            gen_ifcfg(&names, st).as_bytes(),
+        replace_config(
+            ctx,
+            &found.ifcfg,
+            |p| format!("/etc/ferry/orig{p}"),
+            "disabled (HWADDR binding dropped)",
+            &format!("/etc/sysconfig/network-scripts/ifcfg-{}", names[0]),
+            &gen_ifcfg(&names, st),
             0o644,
-            None,
-            what.clone(),
+            &what,
         )?;
     }
     if !found.ifupdown
