@@ -15,6 +15,9 @@
 //! Skipped, with the reason printed, only when `qemu-system-x86_64` is not installed. Missing
 //! busybox-static, bash-static, cpio or apt access is a failure with a message saying what to install.
 
+mod common;
+use common::{KillOnDrop, qemu_missing};
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,19 +39,6 @@ const MODULES: &[&str] = &[
     "virtio_net",
     "qemu_fw_cfg",
 ];
-
-fn qemu_missing(test: &str) -> bool {
-    let found = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!(
-            "SKIPPED {test}: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
-        );
-    }
-    !found
-}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -181,19 +171,6 @@ fn guest_spec(id: &str, append: &str) -> VmSpec {
             append: format!("console=ttyS0 panic=-1 {append}"),
         }),
         ..VmSpec::new(id, 1, 256, Vec::new())
-    }
-}
-
-/// Kills the test's QEMU if the test fails half-way.
-struct KillOnDrop(Driver, String);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(r) = self.0.find(&self.1) {
-            let _ = Command::new("kill")
-                .args(["-9", &r.pid.to_string()])
-                .status();
-        }
     }
 }
 

@@ -2,36 +2,13 @@
 //! serial console that it found nothing to boot. Skipped (with the reason printed) only when
 //! `qemu-system-x86_64` is not installed.
 
+mod common;
+use common::{KillOnDrop, qemu_missing};
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry_vm::{Accel, BaseDisk, DiskFormat, Driver, StopOutcome, VmSpec};
-
-fn qemu_missing(test: &str) -> bool {
-    let found = std::process::Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!(
-            "SKIPPED {test}: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
-        );
-    }
-    !found
-}
-
-/// Kills the test's QEMU if the test fails half-way (QEMU is a daemon: nothing else would).
-struct KillOnDrop(Driver, String);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(r) = self.0.find(&self.1) {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &r.pid.to_string()])
-                .status();
-        }
-    }
-}
 
 fn spec(id: &str, base: &Path) -> VmSpec {
     VmSpec {
