@@ -486,11 +486,15 @@ impl ObjectStore for LocalStore {
     async fn put_deferred(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path_of(key)?;
         check_reserve(&self.root, bytes.len() as u64, self.reserve)?;
-        if let (Some(dir), Ok(mut dirs)) = (path.parent(), self.unsynced_dirs.lock()) {
-            dirs.insert(dir.to_path_buf());
-        }
+        let dir = path.parent().map(Path::to_path_buf);
         self.blocking(key, move || durable_write_deferred(&path, &bytes))
-            .await
+            .await?;
+        // Noted once written, not before: a sync running meanwhile (another upload's commit) must not
+        // open a directory this write has not created yet. A put that has returned is always noted.
+        if let (Some(dir), Ok(mut dirs)) = (dir, self.unsynced_dirs.lock()) {
+            dirs.insert(dir);
+        }
+        Ok(())
     }
 
     async fn sync_deferred(&self) -> Result<(), StoreError> {
@@ -760,6 +764,31 @@ mod deferred_tests {
             .await
             .expect("put");
         assert_eq!(pending(&store), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sync_beside_puts_into_new_directories_never_fails() {
+        // Found under load: a sync running while another put was still creating its directory tried to
+        // open that directory and failed the other upload's commit with "object does not exist".
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = std::sync::Arc::new(LocalStore::open(dir.path()).expect("open"));
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..400u32 {
+                    let key = format!("chunks/{:02x}/{:02x}/c{i}", i % 256, i / 256);
+                    store
+                        .put_deferred(&key, Bytes::from_static(b"data"))
+                        .await
+                        .expect("put");
+                }
+            })
+        };
+        while !writer.is_finished() {
+            store.sync_deferred().await.expect("a sync beside puts");
+        }
+        writer.await.expect("writer");
+        store.sync_deferred().await.expect("final sync");
     }
 }
 

@@ -21,6 +21,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use sqlx::FromRow;
 
+use crate::group::Appended;
 use crate::{Db, DbError, Result};
 
 /// Format marker hashed into every record of chain version 1.
@@ -31,8 +32,6 @@ pub const AUDIT_GENESIS_HASH: &str =
 /// The `meta` key of the chain's head anchor.
 pub const AUDIT_HEAD_KEY: &str = "audit_head";
 
-/// How many times an append is retried after losing a race for the next `seq` (or a busy database).
-const APPEND_ATTEMPTS: u32 = 50;
 /// Records read per query while verifying.
 const VERIFY_BATCH: i64 = 1000;
 
@@ -355,7 +354,7 @@ impl AuditReport {
     }
 }
 
-fn is_retryable(e: &sqlx::Error) -> bool {
+pub(crate) fn is_retryable(e: &sqlx::Error) -> bool {
     let Some(d) = e.as_database_error() else {
         return false;
     };
@@ -377,103 +376,24 @@ fn is_retryable(e: &sqlx::Error) -> bool {
 
 impl Db {
     /// Appends `event` (an ActionTrail event object) as the chain's next record and moves the head
-    /// anchor in `meta` to it, in one transaction. Safe to call concurrently, from several processes
-    /// sharing one database: a lost race for the next `seq` is retried.
+    /// anchor in `meta` to it, in one transaction shared with the other appends and nonces queued at the
+    /// same moment (group commit, `group.rs`). Safe to call concurrently, from several processes sharing
+    /// one database: appenders take turns on the head row, and a lost race is retried.
     ///
     /// Errors: [`DbError::Corrupt`] when `event` lacks a field the index needs (a caller's bug; nothing
-    /// is written); [`DbError::Sql`] when the database fails or the race is lost
-    /// [`APPEND_ATTEMPTS`] times in a row.
+    /// is written); [`DbError::Sql`] when the database fails or stays busy.
     pub async fn audit_append(&self, event: &Value) -> Result<AuditRecord> {
+        Ok(self.audit_append_anchored(event).await?.record)
+    }
+
+    /// [`Db::audit_append`], also returning the chain's head after the batch that wrote the record: the
+    /// anchor to keep outside the database.
+    pub async fn audit_append_anchored(&self, event: &Value) -> Result<Appended> {
         let ix = AuditIndex::of(event).map_err(|detail| DbError::Corrupt {
             what: "audit event to append (a bug in its producer)",
             detail,
         })?;
-        let body = canonical_json(event);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.audit_try_append(&ix, &body).await {
-                Ok(r) => return Ok(r),
-                Err(DbError::Sql(e)) if attempt < APPEND_ATTEMPTS && is_retryable(&e) => {
-                    // Short, growing, jittered pause so that racing appenders spread out.
-                    let jitter = u64::from(std::process::id() % 7) + u64::from(attempt % 5);
-                    let pause = u64::from(attempt.min(10)) * 2 + jitter;
-                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn audit_try_append(&self, ix: &AuditIndex, body: &str) -> Result<AuditRecord> {
-        let mut tx = self.pool.begin().await?;
-        // Take the append lock first: a write to the head row makes SQLite take its write lock now
-        // (instead of failing the later insert on a stale snapshot) and makes PostgreSQL queue other
-        // appenders on the row lock until we commit.
-        sqlx::query("UPDATE meta SET value = value WHERE key = $1")
-            .bind(AUDIT_HEAD_KEY)
-            .execute(&mut *tx)
-            .await?;
-        let last: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (seq, prev_hash) = match last {
-            Some((seq, hash)) => (seq + 1, hash),
-            None => (1, AUDIT_GENESIS_HASH.to_owned()),
-        };
-        let hash = audit_hash(&prev_hash, seq, ix.event_time, body);
-        let r = AuditRecord {
-            seq,
-            chain_version: 1,
-            index: ix.clone(),
-            body: body.to_owned(),
-            prev_hash,
-            hash,
-        };
-        sqlx::query(
-            "INSERT INTO audit_events (seq, chain_version, event_id, event_time, event_name, service_name, \
-             event_type, event_rw, access_key_id, user_name, role_name, source_ip, error_code, resource_type, \
-             resource_name, request_id, body, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-        )
-        .bind(r.seq)
-        .bind(r.chain_version)
-        .bind(&r.index.event_id)
-        .bind(r.index.event_time)
-        .bind(&r.index.event_name)
-        .bind(&r.index.service_name)
-        .bind(&r.index.event_type)
-        .bind(&r.index.event_rw)
-        .bind(&r.index.access_key_id)
-        .bind(&r.index.user_name)
-        .bind(&r.index.role_name)
-        .bind(&r.index.source_ip)
-        .bind(&r.index.error_code)
-        .bind(&r.index.resource_type)
-        .bind(&r.index.resource_name)
-        .bind(&r.index.request_id)
-        .bind(&r.body)
-        .bind(&r.prev_hash)
-        .bind(&r.hash)
-        .execute(&mut *tx)
-        .await?;
-        let head = serde_json::to_string(&AuditAnchor::new(r.seq, &r.hash)).map_err(|e| {
-            DbError::Corrupt {
-                what: "audit head anchor",
-                detail: e.to_string(),
-            }
-        })?;
-        sqlx::query(
-            "INSERT INTO meta (key, value) VALUES ($1, $2) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(AUDIT_HEAD_KEY)
-        .bind(head)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(r)
+        self.writer.audit_append(ix, canonical_json(event)).await
     }
 
     /// Up to `max` events matching `q`, after the cursor `after_seq` (exclusive) in `direction`:
@@ -739,6 +659,73 @@ fn check_record(
         ),
         Err(e) => problem(AuditProblemKind::BadBody, e),
     }
+}
+
+/// Inserts the record `seq` after `prev_hash` (the chain's current last record) in `tx`.
+pub(crate) async fn insert_record(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    seq: i64,
+    prev_hash: &str,
+    ix: &AuditIndex,
+    body: &str,
+) -> Result<AuditRecord> {
+    let hash = audit_hash(prev_hash, seq, ix.event_time, body);
+    let r = AuditRecord {
+        seq,
+        chain_version: 1,
+        index: ix.clone(),
+        body: body.to_owned(),
+        prev_hash: prev_hash.to_owned(),
+        hash,
+    };
+    sqlx::query(
+        "INSERT INTO audit_events (seq, chain_version, event_id, event_time, event_name, service_name, \
+         event_type, event_rw, access_key_id, user_name, role_name, source_ip, error_code, resource_type, \
+         resource_name, request_id, body, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+    )
+    .bind(r.seq)
+    .bind(r.chain_version)
+    .bind(&r.index.event_id)
+    .bind(r.index.event_time)
+    .bind(&r.index.event_name)
+    .bind(&r.index.service_name)
+    .bind(&r.index.event_type)
+    .bind(&r.index.event_rw)
+    .bind(&r.index.access_key_id)
+    .bind(&r.index.user_name)
+    .bind(&r.index.role_name)
+    .bind(&r.index.source_ip)
+    .bind(&r.index.error_code)
+    .bind(&r.index.resource_type)
+    .bind(&r.index.resource_name)
+    .bind(&r.index.request_id)
+    .bind(&r.body)
+    .bind(&r.prev_hash)
+    .bind(&r.hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r)
+}
+
+/// Moves the head anchor in `meta` to `head`, in `tx`.
+pub(crate) async fn store_head(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    head: &AuditAnchor,
+) -> Result<()> {
+    let value = serde_json::to_string(head).map_err(|e| DbError::Corrupt {
+        what: "audit head anchor",
+        detail: e.to_string(),
+    })?;
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(AUDIT_HEAD_KEY)
+    .bind(value)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

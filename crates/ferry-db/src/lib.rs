@@ -13,6 +13,7 @@
 mod audit;
 mod console;
 mod fleet;
+mod group;
 mod iam;
 mod instances;
 mod leases;
@@ -32,6 +33,7 @@ use sqlx::{AnyPool, Executor};
 pub use audit::*;
 pub use console::*;
 pub use fleet::*;
+pub use group::Appended;
 pub use iam::*;
 pub use instances::*;
 pub use leases::*;
@@ -90,6 +92,8 @@ pub struct Db {
     pub(crate) read: AnyPool,
     /// Writes that may be lost on power failure (SQLite: `synchronous = NORMAL`).
     pub(crate) relaxed: AnyPool,
+    /// Group commit of nonces and audit events (`group.rs`), on `pool`.
+    pub(crate) writer: group::GroupWriter,
 }
 
 /// Connections of each SQLite pool: (default, read, relaxed).
@@ -141,6 +145,7 @@ impl Db {
             return Ok(Self {
                 read: pool.clone(),
                 relaxed: connect(url, 4, "NORMAL").await?,
+                writer: group::GroupWriter::start(pool.clone()),
                 pool,
             });
         }
@@ -150,6 +155,7 @@ impl Db {
         Ok(Self {
             read: connect(url, r, "FULL").await?,
             relaxed: connect(url, x, "NORMAL").await?,
+            writer: group::GroupWriter::start(pool.clone()),
             pool,
         })
     }

@@ -159,20 +159,10 @@ impl Db {
     }
 
     /// Records a request nonce; returns `false` when it was already used and has not expired yet.
+    /// Durable before it returns, committed with the other nonces and audit events queued at the same
+    /// moment (group commit, `group.rs`).
     pub async fn nonce_use(&self, nonce: &str, expires_at: i64) -> Result<bool> {
-        let t = now();
-        sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
-            .bind(t)
-            .execute(&self.pool)
-            .await?;
-        let r = sqlx::query(
-            "INSERT INTO nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
-        )
-        .bind(nonce)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        self.writer.nonce_use(nonce, expires_at).await
     }
 }
 

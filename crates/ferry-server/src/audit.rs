@@ -578,8 +578,8 @@ pub async fn record(st: &AppState, ev: AuditEvent) -> Result<(), ApiError> {
     let now = time::OffsetDateTime::now_utc();
     let event_id = ferry_api::new_request_id();
     let body = ev.to_json(&event_id, &ferry_api::fmt_time(now));
-    let rec = match st.db.audit_append(&body).await {
-        Ok(r) => r,
+    let appended = match st.db.audit_append_anchored(&body).await {
+        Ok(a) => a,
         Err(e) => {
             tracing::error!(
                 error = %e, event = %ev.event_name, request_id = %ev.request_id,
@@ -588,9 +588,11 @@ pub async fn record(st: &AppState, ev: AuditEvent) -> Result<(), ApiError> {
             return Err(ApiError::internal());
         }
     };
-    if let Err(e) = write_anchor(&st.cfg.data_dir, &AuditAnchor::new(rec.seq, &rec.hash)).await {
+    // Every call of a group-committed batch names the batch's head: the first to get here writes it,
+    // the others find it written.
+    if let Err(e) = write_anchor(&st.cfg.data_dir, &appended.head).await {
         tracing::error!(
-            error = %e, seq = rec.seq, path = %st.cfg.data_dir.join(ANCHOR_FILE).display(),
+            error = %e, seq = appended.record.seq, path = %st.cfg.data_dir.join(ANCHOR_FILE).display(),
             "AUDIT TRAIL: the event is recorded but the head anchor file cannot be written; \
              the call is answered with InternalError"
         );
@@ -614,9 +616,10 @@ static ANCHOR_WRITERS: LazyLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<i6
     LazyLock::new(Default::default);
 
 /// Writes `anchor` to `<data_dir>/audit-head.json` durably (temp file, fsync, rename, fsync dir)
-/// unless this process already wrote a newer one. One durable write per append is the price of an
-/// anchor that never lags the database by more than the calls in flight; batching (every N events or
-/// seconds) would be cheaper but would let a truncation of the last unanchored events go unnoticed.
+/// unless this process already wrote a newer one. One durable write per committed batch of appends
+/// (not per append) keeps the anchor from ever lagging the database by more than the calls in flight;
+/// anchoring every N events or seconds would be cheaper but would let a truncation of the last
+/// unanchored events go unnoticed.
 async fn write_anchor(data_dir: &Path, anchor: &AuditAnchor) -> std::io::Result<()> {
     let path = data_dir.join(ANCHOR_FILE);
     let slot = {

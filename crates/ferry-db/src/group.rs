@@ -1,0 +1,238 @@
+//! Group commit for the small durable writes every signed API call makes: its request nonce and its
+//! audit event (docs/scale-out.md, "A large fleet").
+//!
+//! Each process keeps one writer task per [`Db`](crate::Db). Callers queue an operation and wait for its
+//! answer; the task takes everything queued (up to [`MAX_BATCH`]) and writes it in one transaction, so a
+//! burst of calls costs one commit (one fsync on SQLite with `synchronous = FULL`, one WAL flush on
+//! PostgreSQL) and, for the audit trail, one lock of the chain's head row instead of one each. While a
+//! batch commits, the next one gathers. Nothing is answered before its batch is durable, so the
+//! guarantees of the single writes are kept: a nonce is used once, an audit record is on disk before the
+//! call it records is answered, and the chain never forks (appends from other processes still take turns
+//! on the head row).
+//!
+//! A batch that fails with a retryable error (busy database, lost race) is retried whole; any other error
+//! is answered to every caller in it, and nothing of it was written.
+
+use sqlx::AnyPool;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::{AUDIT_GENESIS_HASH, AUDIT_HEAD_KEY, AuditAnchor, AuditIndex, AuditRecord};
+use crate::{DbError, Result, now};
+
+/// Operations written per transaction at most.
+const MAX_BATCH: usize = 256;
+/// Attempts of one batch before its callers get the error.
+const BATCH_ATTEMPTS: u32 = 50;
+/// Expired nonces are deleted at most this often (seconds); a stale row does not block a reuse meanwhile.
+const NONCE_PURGE_EVERY: i64 = 60;
+
+/// An audit record and the chain's head after the batch that wrote it: the anchor to keep outside the
+/// database (one anchor write serves every call of the batch).
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub record: AuditRecord,
+    pub head: AuditAnchor,
+}
+
+pub(crate) enum Op {
+    Nonce {
+        nonce: String,
+        expires_at: i64,
+        reply: oneshot::Sender<Result<bool>>,
+    },
+    Audit {
+        index: Box<AuditIndex>,
+        body: String,
+        reply: oneshot::Sender<Result<Appended>>,
+    },
+}
+
+/// The sending side of a [`Db`](crate::Db)'s writer task.
+#[derive(Clone)]
+pub(crate) struct GroupWriter {
+    queue: mpsc::UnboundedSender<Op>,
+}
+
+impl GroupWriter {
+    /// Starts the writer task on the current Tokio runtime. It ends when the last sender is dropped.
+    pub(crate) fn start(pool: AnyPool) -> GroupWriter {
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, rx));
+        GroupWriter { queue }
+    }
+
+    pub(crate) async fn nonce_use(&self, nonce: &str, expires_at: i64) -> Result<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Op::Nonce {
+            nonce: nonce.to_owned(),
+            expires_at,
+            reply,
+        })?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    pub(crate) async fn audit_append(&self, index: AuditIndex, body: String) -> Result<Appended> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Op::Audit {
+            index: Box::new(index),
+            body,
+            reply,
+        })?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    fn submit(&self, op: Op) -> Result<()> {
+        self.queue.send(op).map_err(|_| stopped())
+    }
+}
+
+fn stopped() -> DbError {
+    DbError::Sql(sqlx::Error::PoolClosed)
+}
+
+async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let mut purged_at = 0;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let purge = now() >= purged_at + NONCE_PURGE_EVERY;
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            match write(&pool, &batch, purge).await {
+                Err(DbError::Sql(e))
+                    if attempt < BATCH_ATTEMPTS && crate::audit::is_retryable(&e) =>
+                {
+                    let pause = u64::from(attempt.min(10)) * 2 + u64::from(std::process::id() % 7);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                other => break other,
+            }
+        };
+        if purge && outcome.is_ok() {
+            purged_at = now();
+        }
+        answer(batch.drain(..), outcome);
+    }
+}
+
+/// What a committed batch answers, in the batch's order.
+enum Answer {
+    Nonce(bool),
+    Audit(Box<AuditRecord>),
+}
+
+fn answer(ops: impl Iterator<Item = Op>, outcome: Result<(Vec<Answer>, Option<AuditAnchor>)>) {
+    match outcome {
+        Ok((answers, head)) => {
+            for (op, a) in ops.zip(answers) {
+                match (op, a) {
+                    (Op::Nonce { reply, .. }, Answer::Nonce(fresh)) => {
+                        let _ = reply.send(Ok(fresh));
+                    }
+                    (Op::Audit { reply, .. }, Answer::Audit(record)) => {
+                        let head = head
+                            .clone()
+                            .unwrap_or_else(|| AuditAnchor::new(record.seq, &record.hash));
+                        let _ = reply.send(Ok(Appended {
+                            record: *record,
+                            head,
+                        }));
+                    }
+                    _ => unreachable!("answers are made in the order of the operations"),
+                }
+            }
+        }
+        Err(e) => {
+            // sqlx errors are not Clone: each caller gets the message.
+            let message = e.to_string();
+            for op in ops {
+                let err = || {
+                    DbError::Sql(sqlx::Error::Protocol(format!(
+                        "batched write failed: {message}"
+                    )))
+                };
+                match op {
+                    Op::Nonce { reply, .. } => {
+                        let _ = reply.send(Err(err()));
+                    }
+                    Op::Audit { reply, .. } => {
+                        let _ = reply.send(Err(err()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes `ops` in one transaction; returns their answers and, when the batch appended audit records,
+/// the new head.
+async fn write(
+    pool: &AnyPool,
+    ops: &[Op],
+    purge_nonces: bool,
+) -> Result<(Vec<Answer>, Option<AuditAnchor>)> {
+    let t = now();
+    let mut tx = pool.begin().await?;
+    let appends = ops.iter().any(|op| matches!(op, Op::Audit { .. }));
+    // The chain's position, read under the head row's lock when the batch appends. Taking that lock
+    // first also makes SQLite take its write lock now, instead of failing a later write on a stale
+    // snapshot.
+    let mut chain: Option<(i64, String)> = None;
+    if appends {
+        sqlx::query("UPDATE meta SET value = value WHERE key = $1")
+            .bind(AUDIT_HEAD_KEY)
+            .execute(&mut *tx)
+            .await?;
+        let last: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        chain = Some(last.unwrap_or((0, AUDIT_GENESIS_HASH.to_owned())));
+    }
+    if purge_nonces {
+        sqlx::query("DELETE FROM nonces WHERE expires_at < $1")
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut answers = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            Op::Nonce {
+                nonce, expires_at, ..
+            } => {
+                // A row left by an expired use (not purged yet) is taken over; a live one is a reuse.
+                let r = sqlx::query(
+                    "INSERT INTO nonces (nonce, expires_at) VALUES ($1, $2) \
+                     ON CONFLICT (nonce) DO UPDATE SET expires_at = excluded.expires_at \
+                     WHERE nonces.expires_at < $3",
+                )
+                .bind(nonce)
+                .bind(expires_at)
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+                answers.push(Answer::Nonce(r.rows_affected() == 1));
+            }
+            Op::Audit { index, body, .. } => {
+                let (last_seq, last_hash) = chain.as_mut().expect("read above");
+                let record =
+                    crate::audit::insert_record(&mut tx, *last_seq + 1, last_hash, index, body)
+                        .await?;
+                *last_seq = record.seq;
+                last_hash.clone_from(&record.hash);
+                answers.push(Answer::Audit(Box::new(record)));
+            }
+        }
+    }
+    let head = match chain {
+        Some((seq, hash)) if seq > 0 => {
+            let anchor = AuditAnchor::new(seq, &hash);
+            crate::audit::store_head(&mut tx, &anchor).await?;
+            Some(anchor)
+        }
+        _ => None,
+    };
+    tx.commit().await?;
+    Ok((answers, head))
+}
