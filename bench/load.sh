@@ -122,7 +122,7 @@ start_server() {
   local data=$1 port=$2 interval=$3
   shift 3
   mkdir -p "$data"
-  RUST_LOG=warn "${SERVER_CPU[@]}" "$FERRY" server --data-dir "$data" --listen "127.0.0.1:$port" \
+  RUST_LOG=${FERRY_BENCH_LOG:-warn} "${SERVER_CPU[@]}" "$FERRY" server --data-dir "$data" --listen "127.0.0.1:$port" \
     --heartbeat-interval "$interval" "$@" >>"$data/server.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")

@@ -434,7 +434,7 @@ impl Db {
         }
         let max = max.max(1);
         // One more than asked tells whether another page exists.
-        let mut records = query.bind(max + 1).fetch_all(&self.pool).await?;
+        let mut records = query.bind(max + 1).fetch_all(&self.read).await?;
         let more = records.len() as i64 > max;
         records.truncate(max as usize);
         let next_seq = more.then(|| records.last().map(|r| r.seq)).flatten();
@@ -447,7 +447,7 @@ impl Db {
             sqlx::query_as("SELECT * FROM audit_events WHERE seq >= $1 ORDER BY seq ASC LIMIT $2")
                 .bind(from_seq)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }

@@ -13,6 +13,7 @@
 
 use sqlx::FromRow;
 
+use crate::Durable as _;
 use crate::{Db, Result};
 
 // ---------------------------------------------------------------------------------------------------------
@@ -71,7 +72,7 @@ impl Db {
              FROM ram_users u LEFT JOIN ram_login_profiles p ON p.user_id = u.id WHERE u.name = $1",
         )
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await?;
         Ok(row.and_then(|r| {
             let hash = r.password_hash?;
@@ -134,7 +135,7 @@ impl Db {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(LoginProfileWrite::Done)
     }
 
@@ -189,7 +190,7 @@ impl Db {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(LoginProfileWrite::Done)
     }
 
@@ -215,7 +216,7 @@ impl Db {
         ] {
             sqlx::query(sql).bind(&user_id).execute(&mut *tx).await?;
         }
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(LoginProfileWrite::Done)
     }
 
@@ -230,7 +231,7 @@ impl Db {
         ] {
             sqlx::query(sql).bind(user_id).execute(&mut *tx).await?;
         }
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(())
     }
 
@@ -238,7 +239,7 @@ impl Db {
     pub async fn user_id_of(&self, name: &str) -> Result<Option<String>> {
         let id: Option<(String,)> = sqlx::query_as("SELECT id FROM ram_users WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?;
         Ok(id.map(|(id,)| id))
     }
@@ -297,7 +298,7 @@ impl Db {
         .bind(d.activated_at)
         .bind(d.last_step)
         .bind(d.created_at)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -306,7 +307,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM ram_mfa_devices WHERE serial_number = $1")
                 .bind(serial_number)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?,
         )
     }
@@ -316,7 +317,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM ram_mfa_devices WHERE user_id = $1")
                 .bind(user_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?,
         )
     }
@@ -325,7 +326,7 @@ impl Db {
     pub async fn mfa_device_list(&self) -> Result<Vec<MfaDeviceRecord>> {
         Ok(
             sqlx::query_as("SELECT * FROM ram_mfa_devices ORDER BY created_at, serial_number")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -348,6 +349,7 @@ impl Db {
         .bind(now)
         .bind(step)
         .execute(&self.pool)
+        .durable(self)
         .await;
         match r {
             Ok(r) if r.rows_affected() == 1 => return Ok(MfaBind::Bound),
@@ -380,6 +382,7 @@ impl Db {
         .bind(&d.serial_number)
         .bind(user_id)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok((r.rows_affected() == 1).then_some(d.serial_number))
     }
@@ -393,6 +396,7 @@ impl Db {
         .bind(serial_number)
         .bind(step)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -405,6 +409,7 @@ impl Db {
         )
         .bind(serial_number)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         if r.rows_affected() == 1 {
             return Ok(MfaDelete::Deleted);
@@ -448,7 +453,7 @@ impl Db {
         .bind(&s.source_ip)
         .bind(s.created_at)
         .bind(s.last_seen_at)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(())
     }
@@ -457,7 +462,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM console_sessions WHERE id_hash = $1")
                 .bind(id_hash)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?,
         )
     }
@@ -469,7 +474,7 @@ impl Db {
         )
         .bind(id_hash)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(())
     }
@@ -479,6 +484,7 @@ impl Db {
         let r = sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
             .bind(id_hash)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -494,6 +500,7 @@ impl Db {
                 .bind(idle_before)
                 .bind(created_before)
                 .execute(&self.pool)
+                .durable(self)
                 .await?;
         Ok(r.rows_affected())
     }
@@ -503,6 +510,7 @@ impl Db {
             .bind(user_name)
             .bind(at)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(())
     }
@@ -519,7 +527,7 @@ impl Db {
         )
         .bind(user_name)
         .bind(since)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         Ok(rows.into_iter().map(|(t,)| t).collect())
     }
@@ -529,6 +537,7 @@ impl Db {
         sqlx::query("DELETE FROM console_signin_failures WHERE user_name = $1")
             .bind(user_name)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(())
     }
@@ -538,6 +547,7 @@ impl Db {
         let r = sqlx::query("DELETE FROM console_signin_failures WHERE failed_at < $1")
             .bind(before)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(r.rows_affected())
     }
@@ -567,7 +577,7 @@ impl Db {
         ];
         let mut out = Vec::with_capacity(QUERIES.len());
         for q in QUERIES {
-            let rows: Vec<(String, i64)> = sqlx::query_as(q).fetch_all(&self.pool).await?;
+            let rows: Vec<(String, i64)> = sqlx::query_as(q).fetch_all(&self.read).await?;
             out.push(rows);
         }
         let instances = out.pop().unwrap_or_default();

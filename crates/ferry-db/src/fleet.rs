@@ -13,6 +13,8 @@
 
 use std::collections::HashMap;
 
+use crate::Durable as _;
+use crate::tags::placeholders;
 use crate::{Db, JobRecord, JobSettingsRecord, Result, RunRecord, SourceRecord};
 
 /// One agent's last heartbeat, as the server kept it in memory.
@@ -22,14 +24,6 @@ pub struct HeartbeatSeen {
     /// Unix seconds of the beat.
     pub at: i64,
     pub agent_version: String,
-}
-
-/// `$1, $2, …` for `n` values starting at `$first`.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Db {
@@ -83,7 +77,7 @@ impl Db {
         .bind(cutoff)
         .bind(error_code)
         .bind(status_info)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }

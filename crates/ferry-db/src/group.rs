@@ -13,6 +13,8 @@
 //! A batch that fails with a retryable error (busy database, lost race) is retried whole; any other error
 //! is answered to every caller in it, and nothing of it was written.
 
+use std::sync::Arc;
+
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,9 +57,10 @@ pub(crate) struct GroupWriter {
 
 impl GroupWriter {
     /// Starts the writer task on the current Tokio runtime. It ends when the last sender is dropped.
-    pub(crate) fn start(pool: AnyPool) -> GroupWriter {
+    /// `wal`: the log sync that makes a commit on `pool` durable (SQLite).
+    pub(crate) fn start(pool: AnyPool, wal: Option<Arc<WalSync>>) -> GroupWriter {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, rx));
+        tokio::spawn(run(pool, wal, rx));
         GroupWriter { queue }
     }
 
@@ -90,7 +93,7 @@ fn stopped() -> DbError {
     DbError::Sql(sqlx::Error::PoolClosed)
 }
 
-async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Op>) {
+async fn run(pool: AnyPool, wal: Option<Arc<WalSync>>, mut rx: mpsc::UnboundedReceiver<Op>) {
     let mut purged_at = 0;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -98,7 +101,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Op>) {
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
-            match write(&pool, &batch, purge).await {
+            match write(&pool, wal.as_deref(), &batch, purge).await {
                 Err(DbError::Sql(e))
                     if attempt < BATCH_ATTEMPTS && crate::audit::is_retryable(&e) =>
                 {
@@ -168,6 +171,7 @@ fn answer(ops: impl Iterator<Item = Op>, outcome: Result<(Vec<Answer>, Option<Au
 /// the new head.
 async fn write(
     pool: &AnyPool,
+    wal: Option<&WalSync>,
     ops: &[Op],
     purge_nonces: bool,
 ) -> Result<(Vec<Answer>, Option<AuditAnchor>)> {
@@ -234,5 +238,157 @@ async fn write(
         _ => None,
     };
     tx.commit().await?;
+    if let Some(wal) = wal {
+        wal.synced().await?;
+    }
     Ok((answers, head))
+}
+
+/// Group commit for every durable write on SQLite (docs/scale-out.md, "A large fleet").
+///
+/// SQLite's writes take turns on one connection with `synchronous = NORMAL`: a commit appends its
+/// frames to the write-ahead log and returns without an fsync, so the write lock is held for
+/// microseconds instead of one fsync each. A durable write then waits in [`WalSync::synced`] until the
+/// log file has been fsynced after its commit: the first waiter runs one `fdatasync` of the log for
+/// everyone who committed before it started, the others wait for it and usually find their commit
+/// covered. This is what `synchronous = FULL` does after each commit, done once for a group of commits.
+/// It is safe because recovery replays every log frame up to the last valid commit frame, and SQLite
+/// itself (in `NORMAL`) syncs the log before each checkpoint and the database after it, before the log
+/// is reused.
+///
+/// The log is found by path and reopened whenever its inode changes (SQLite deletes it when the last
+/// connection closes, after a checkpoint that synced everything).
+pub(crate) struct WalSync {
+    path: std::path::PathBuf,
+    /// Commits noted so far (a ticket each).
+    committed: std::sync::atomic::AtomicU64,
+    /// Highest ticket known durable.
+    synced: std::sync::atomic::AtomicU64,
+    /// Held by the waiter running the fsync; the open log file.
+    file: tokio::sync::Mutex<Option<std::fs::File>>,
+    /// fsyncs run (for tests and measurements).
+    syncs: std::sync::atomic::AtomicU64,
+}
+
+impl WalSync {
+    /// For the database at `db_path` (its log is `<db_path>-wal`).
+    pub(crate) fn new(db_path: &std::path::Path) -> WalSync {
+        let mut wal = db_path.as_os_str().to_owned();
+        wal.push("-wal");
+        WalSync {
+            path: wal.into(),
+            committed: 0.into(),
+            synced: 0.into(),
+            file: tokio::sync::Mutex::new(None),
+            syncs: 0.into(),
+        }
+    }
+
+    /// Returns once every commit that returned before this call is durable.
+    pub(crate) async fn synced(&self) -> Result<(), sqlx::Error> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let ticket = self.committed.fetch_add(1, SeqCst) + 1;
+        if self.synced.load(SeqCst) >= ticket {
+            return Ok(());
+        }
+        let mut file = self.file.lock().await;
+        if self.synced.load(SeqCst) >= ticket {
+            // The waiter before us synced past our commit.
+            return Ok(());
+        }
+        // Every ticket up to here was taken after its commit returned: this sync covers them all.
+        let upto = self.committed.load(SeqCst);
+        let path = self.path.clone();
+        let handle = file.take();
+        let (handle, result) = tokio::task::spawn_blocking(move || sync_log(&path, handle))
+            .await
+            .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
+        *file = handle;
+        self.syncs.fetch_add(1, SeqCst);
+        result?;
+        self.synced.fetch_max(upto, SeqCst);
+        Ok(())
+    }
+}
+
+/// `fdatasync` of the log at `path` through `handle`, reopened when the path names another file now.
+/// Returns the handle to keep. A log that does not exist has nothing to sync (it is created by the
+/// first write after the last connection closed, which checkpointed and synced everything before it).
+fn sync_log(
+    path: &std::path::Path,
+    handle: Option<std::fs::File>,
+) -> (Option<std::fs::File>, std::io::Result<()>) {
+    use std::os::unix::fs::MetadataExt as _;
+    let on_disk = match std::fs::metadata(path) {
+        Ok(m) => (m.dev(), m.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (None, Ok(())),
+        Err(e) => return (handle, Err(e)),
+    };
+    let same = handle
+        .as_ref()
+        .and_then(|f| f.metadata().ok())
+        .is_some_and(|m| (m.dev(), m.ino()) == on_disk);
+    let file = if same {
+        handle.expect("checked above")
+    } else {
+        match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (None, Ok(())),
+            Err(e) => return (None, Err(e)),
+        }
+    };
+    let result = file.sync_data();
+    (Some(file), result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    #[tokio::test]
+    async fn each_commit_is_synced_once_and_waiters_share_a_sync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("x.db");
+        std::fs::write(dir.path().join("x.db-wal"), b"frames").expect("log");
+        let wal = Arc::new(WalSync::new(&db));
+        // One after the other: a sync each (a commit after a sync is not covered by it).
+        wal.synced().await.expect("sync");
+        wal.synced().await.expect("sync");
+        assert_eq!(wal.syncs.load(SeqCst), 2);
+        // Many at once: they wait for one another's sync instead of running one each.
+        let waiters: Vec<_> = (0..64)
+            .map(|_| {
+                let wal = wal.clone();
+                tokio::spawn(async move { wal.synced().await })
+            })
+            .collect();
+        for w in waiters {
+            w.await.expect("task").expect("sync");
+        }
+        let ran = wal.syncs.load(SeqCst) - 2;
+        assert!(
+            (1..64).contains(&ran),
+            "64 concurrent waiters ran {ran} syncs"
+        );
+    }
+
+    #[test]
+    fn a_replaced_log_is_reopened_and_a_missing_one_needs_nothing() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.db-wal");
+        assert!(matches!(sync_log(&path, None), (None, Ok(()))));
+        std::fs::write(&path, b"one").expect("log");
+        let (handle, r) = sync_log(&path, None);
+        r.expect("sync");
+        let first = handle.expect("opened");
+        // SQLite deleted the log (last connection closed) and a later write made a new one.
+        std::fs::remove_file(&path).expect("rm");
+        std::fs::write(&path, b"two").expect("log");
+        let (handle, r) = sync_log(&path, Some(first));
+        r.expect("sync");
+        let ino = handle.expect("reopened").metadata().expect("stat").ino();
+        assert_eq!(ino, std::fs::metadata(&path).expect("stat").ino());
+    }
 }

@@ -13,6 +13,7 @@
 
 use sqlx::FromRow;
 
+use crate::Durable as _;
 use crate::{Db, Result};
 
 /// `principal_type` of an attachment to a RAM user.
@@ -86,7 +87,7 @@ impl Db {
         .bind(u.updated_at)
         .bind(&u.password_hash)
         .bind(&u.mfa_secret)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -94,7 +95,7 @@ impl Db {
     pub async fn user_get(&self, name: &str) -> Result<Option<UserRecord>> {
         Ok(sqlx::query_as("SELECT * FROM ram_users WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -102,7 +103,7 @@ impl Db {
     pub async fn user_list(&self) -> Result<Vec<UserRecord>> {
         Ok(
             sqlx::query_as("SELECT * FROM ram_users ORDER BY created_at, name")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -152,7 +153,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(UserUpdate::Updated)
     }
 
@@ -164,7 +165,7 @@ impl Db {
              AND NOT EXISTS (SELECT 1 FROM ram_attachments WHERE principal_type = 'User' AND principal_name = $1)",
         )
         .bind(name)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         if r.rows_affected() == 1 {
             return Ok(UserDelete::Deleted);
@@ -215,6 +216,7 @@ impl Db {
         .bind(key.created_at)
         .bind(max)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         if r.rows_affected() == 1 {
             return Ok(AccessKeyCreate::Created);
@@ -239,7 +241,7 @@ impl Db {
                 "SELECT * FROM access_keys WHERE user_name IS NULL ORDER BY created_at, id",
             ),
         };
-        Ok(q.fetch_all(&self.pool).await?)
+        Ok(q.fetch_all(&self.read).await?)
     }
 
     /// Sets the status (`Active`/`Inactive`) of key `id` owned by `user_name` (`None` = root); returns
@@ -257,6 +259,7 @@ impl Db {
                     .bind(u)
                     .bind(status)
                     .execute(&self.pool)
+                    .durable(self)
                     .await?
             }
             None => {
@@ -266,6 +269,7 @@ impl Db {
                 .bind(id)
                 .bind(status)
                 .execute(&self.pool)
+                .durable(self)
                 .await?
             }
         };
@@ -280,12 +284,14 @@ impl Db {
                     .bind(id)
                     .bind(u)
                     .execute(&self.pool)
+                    .durable(self)
                     .await?
             }
             None => {
                 sqlx::query("DELETE FROM access_keys WHERE id = $1 AND user_name IS NULL")
                     .bind(id)
                     .execute(&self.pool)
+                    .durable(self)
                     .await?
             }
         };
@@ -330,7 +336,7 @@ impl Db {
         .bind(&p.default_version)
         .bind(p.created_at)
         .bind(p.updated_at)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -338,7 +344,7 @@ impl Db {
     pub async fn policy_get(&self, name: &str) -> Result<Option<PolicyRecord>> {
         Ok(sqlx::query_as("SELECT * FROM ram_policies WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -346,7 +352,7 @@ impl Db {
     pub async fn policy_list(&self) -> Result<Vec<PolicyRecord>> {
         Ok(
             sqlx::query_as("SELECT * FROM ram_policies ORDER BY created_at, name")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -367,7 +373,7 @@ impl Db {
         .bind(document)
         .bind(version)
         .bind(at)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -380,6 +386,7 @@ impl Db {
         )
         .bind(name)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         if r.rows_affected() == 1 {
             return Ok(PolicyDelete::Deleted);
@@ -436,6 +443,7 @@ impl Db {
             .bind(&a.policy_name)
             .bind(a.attached_at)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         if r.rows_affected() == 1 {
             return Ok(Attach::Attached);
@@ -471,6 +479,7 @@ impl Db {
         .bind(policy_type)
         .bind(policy_name)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -487,7 +496,7 @@ impl Db {
         )
         .bind(principal_type)
         .bind(principal_name)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?)
     }
 
@@ -503,7 +512,7 @@ impl Db {
         )
         .bind(policy_type)
         .bind(policy_name)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?)
     }
 }
@@ -550,7 +559,7 @@ impl Db {
         .bind(&r.description)
         .bind(r.created_at)
         .bind(r.updated_at)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -558,7 +567,7 @@ impl Db {
     pub async fn role_get(&self, name: &str) -> Result<Option<RoleRecord>> {
         Ok(sqlx::query_as("SELECT * FROM ram_roles WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -566,7 +575,7 @@ impl Db {
     pub async fn role_get_by_arn(&self, arn: &str) -> Result<Option<RoleRecord>> {
         Ok(sqlx::query_as("SELECT * FROM ram_roles WHERE arn = $1")
             .bind(arn)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -574,7 +583,7 @@ impl Db {
     pub async fn role_list(&self) -> Result<Vec<RoleRecord>> {
         Ok(
             sqlx::query_as("SELECT * FROM ram_roles ORDER BY created_at, name")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -601,7 +610,7 @@ impl Db {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(RoleDelete::Deleted)
     }
 }
@@ -646,6 +655,7 @@ impl Db {
         .bind(s.created_at)
         .bind(s.expires_at)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(())
     }
@@ -654,7 +664,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM sts_sessions WHERE access_key_id = $1")
                 .bind(access_key_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?,
         )
     }
@@ -665,6 +675,7 @@ impl Db {
         let r = sqlx::query("DELETE FROM sts_sessions WHERE expires_at < $1")
             .bind(before)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(r.rows_affected())
     }

@@ -7,6 +7,7 @@
 
 use sqlx::FromRow;
 
+use crate::Durable as _;
 use crate::{Db, ImageDiskRecord, ImageRecord, Result, SnapshotRecord, TaskRecord};
 
 /// One instance.
@@ -74,7 +75,7 @@ impl Db {
         )
         .bind(action)
         .bind(token)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await?;
         ids.map(|s| {
             serde_json::from_str(&s).map_err(|e| crate::DbError::Corrupt {
@@ -129,14 +130,14 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(None)
     }
 
     pub async fn instance_get(&self, id: &str) -> Result<Option<InstanceRecord>> {
         Ok(sqlx::query_as("SELECT * FROM instances WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -144,7 +145,7 @@ impl Db {
     pub async fn instance_list(&self) -> Result<Vec<InstanceRecord>> {
         Ok(
             sqlx::query_as("SELECT * FROM instances ORDER BY created_at, id")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -154,7 +155,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM instances WHERE image_id = $1 ORDER BY created_at, id")
                 .bind(image_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -166,6 +167,7 @@ impl Db {
             .bind(from)
             .bind(to)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -179,6 +181,7 @@ impl Db {
         .bind(id)
         .bind(at)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -197,7 +200,7 @@ impl Db {
         .bind(id)
         .bind(from)
         .bind(error)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -217,6 +220,7 @@ impl Db {
         .bind(i64::from(force))
         .bind(deadline)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -228,6 +232,7 @@ impl Db {
             .bind(id)
             .bind(replica)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -237,6 +242,7 @@ impl Db {
         let r = sqlx::query("DELETE FROM instances WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -302,7 +308,7 @@ impl Db {
         .bind(task.finished_at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(None)
     }
 
@@ -310,7 +316,7 @@ impl Db {
     pub async fn image_disk_list_all(&self) -> Result<Vec<ImageDiskRecord>> {
         Ok(
             sqlx::query_as("SELECT * FROM image_disks ORDER BY image_id, disk_index")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -319,7 +325,7 @@ impl Db {
     pub async fn snapshot_list(&self) -> Result<Vec<SnapshotRecord>> {
         Ok(
             sqlx::query_as("SELECT * FROM snapshots ORDER BY created_at, run_id, disk_index")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -329,6 +335,7 @@ impl Db {
         let r = sqlx::query("DELETE FROM snapshots WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(r.rows_affected() == 1)
     }

@@ -14,6 +14,7 @@
 
 use sqlx::{FromRow, Row};
 
+use crate::Durable as _;
 use crate::{Db, Result, now};
 
 /// A lease this process holds: renew and release it with the same value.
@@ -86,7 +87,7 @@ impl Db {
         .bind(at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(Some(Lease {
             name: name.to_owned(),
             holder: holder.to_owned(),
@@ -107,6 +108,7 @@ impl Db {
         .bind(&lease.holder)
         .bind(lease.fencing)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -121,6 +123,7 @@ impl Db {
         .bind(&lease.holder)
         .bind(lease.fencing)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -135,6 +138,7 @@ impl Db {
         )
         .bind(pattern)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(r.rows_affected())
     }
@@ -145,6 +149,7 @@ impl Db {
             .bind(&lease.name)
             .bind(lease.fencing)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(())
     }
@@ -155,7 +160,7 @@ impl Db {
             sqlx::query("SELECT holder, fencing FROM leases WHERE name = $1 AND expires_at > $2")
                 .bind(name)
                 .bind(now())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?;
         row.map(|r| Ok((r.try_get("holder")?, r.try_get("fencing")?)))
             .transpose()
@@ -169,7 +174,7 @@ impl Db {
         )
         .bind(like_prefix(prefix))
         .bind(now())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|r| {
@@ -190,7 +195,7 @@ impl Db {
              WHERE name LIKE $1 ESCAPE '\\' ORDER BY name, fencing",
         )
         .bind(pattern)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?)
     }
 }

@@ -75,29 +75,62 @@ pub fn now() -> i64 {
 
 /// The state store.
 ///
-/// On SQLite it holds three pools on one database file, so that the kinds of work do not starve each
-/// other (docs/scale-out.md, "A large fleet"): `pool` for everything by default (`synchronous = FULL`:
-/// every commit is durable before it returns, decision 4), `read` for the hot read paths (lists, the
-/// credentials of each call), whose connections are never held by a writer waiting for SQLite's single
-/// write lock, and `relaxed` (`synchronous = NORMAL`) for the writes whose loss on power failure is
-/// harmless because they are sent again within seconds (heartbeat times, run progress). In WAL mode a
-/// `NORMAL` commit is made durable by the next `FULL` commit or checkpoint, and a power failure keeps a
-/// prefix of the commits, so the durable commits (snapshots, activations, everything else) stay durable.
-/// On PostgreSQL `read` is `pool`, and `relaxed` has connections of its own with
-/// `synchronous_commit = off`, the same guarantee.
+/// It holds three pools (docs/scale-out.md, "A large fleet"): `pool` for the writes that must be durable
+/// (decision 4: durable before they return), `read` for every read that is not part of a write's
+/// transaction, and `relaxed` for the writes whose loss on power failure is harmless because they are
+/// sent again within seconds (heartbeat times, run progress).
+///
+/// On SQLite `pool` is one connection in `synchronous = NORMAL` and `relaxed` is the same pool: SQLite
+/// has one write lock, so writes queue for the connection first come first served instead of polling
+/// for the lock, and each holds it for microseconds. A durable write ends with `.durable(db)`
+/// ([`Durable`]), which waits for a group fsync of the write-ahead log ([`group::WalSync`]); a relaxed
+/// one does not. `read` has connections of its own, which never wait behind a writer in WAL mode. A
+/// function holding a transaction on `pool` must never wait for another `pool` connection.
+///
+/// On PostgreSQL `read` is `pool`, its commits are durable when they return, and `relaxed` has
+/// connections of its own with `synchronous_commit = off`.
 #[derive(Clone)]
 pub struct Db {
     pub(crate) pool: AnyPool,
-    /// Hot reads (SQLite: connections of their own).
+    /// Reads (SQLite: connections of their own).
     pub(crate) read: AnyPool,
-    /// Writes that may be lost on power failure (SQLite: `synchronous = NORMAL`).
+    /// Writes that may be lost on power failure (SQLite: `pool`, without the log sync).
     pub(crate) relaxed: AnyPool,
     /// Group commit of nonces and audit events (`group.rs`), on `pool`.
     pub(crate) writer: group::GroupWriter,
+    /// SQLite: the group fsync of the write-ahead log that makes `pool`'s commits durable
+    /// ([`group::WalSync`]). `None` on PostgreSQL, whose commits are durable when they return.
+    pub(crate) wal: Option<std::sync::Arc<group::WalSync>>,
 }
 
-/// Connections of each SQLite pool: (default, read, relaxed).
-const SQLITE_POOLS: (u32, u32, u32) = (8, 4, 2);
+/// `.durable(db)` on a write to `pool`: the write's result once it is durable (see [`group::WalSync`];
+/// on PostgreSQL at once). Every write and commit on `pool` ends with it; writes on `relaxed` do not.
+pub(crate) trait Durable<T>:
+    std::future::Future<Output = Result<T, sqlx::Error>> + Sized
+{
+    async fn durable(self, db: &Db) -> Result<T, sqlx::Error> {
+        let out = self.await?;
+        if let Some(wal) = &db.wal {
+            wal.synced().await?;
+        }
+        Ok(out)
+    }
+}
+
+impl<T, F: std::future::Future<Output = Result<T, sqlx::Error>>> Durable<T> for F {}
+
+/// Connections of the SQLite pools: (writes, reads). See [`Db`].
+const SQLITE_POOLS: (u32, u32) = (1, 6);
+
+/// The database file of a `sqlite:` URL (`sqlite://path?opts`, `sqlite:path`); `None` for an in-memory
+/// database.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
+}
 
 async fn connect(url: &str, connections: u32, synchronous: &'static str) -> Result<AnyPool> {
     let sqlite = url.starts_with("sqlite:");
@@ -145,17 +178,20 @@ impl Db {
             return Ok(Self {
                 read: pool.clone(),
                 relaxed: connect(url, 4, "NORMAL").await?,
-                writer: group::GroupWriter::start(pool.clone()),
+                writer: group::GroupWriter::start(pool.clone(), None),
+                wal: None,
                 pool,
             });
         }
-        let (n, r, x) = SQLITE_POOLS;
-        let pool = connect(url, n, "FULL").await?;
+        let (n, r) = SQLITE_POOLS;
+        let pool = connect(url, n, "NORMAL").await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        let wal = sqlite_path(url).map(|p| std::sync::Arc::new(group::WalSync::new(&p)));
         Ok(Self {
-            read: connect(url, r, "FULL").await?,
-            relaxed: connect(url, x, "NORMAL").await?,
-            writer: group::GroupWriter::start(pool.clone()),
+            read: connect(url, r, "NORMAL").await?,
+            relaxed: pool.clone(),
+            writer: group::GroupWriter::start(pool.clone(), wal.clone()),
+            wal,
             pool,
         })
     }

@@ -13,7 +13,7 @@ impl Db {
     pub async fn job_count_by_status(&self) -> Result<Counts> {
         Ok(
             sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -22,7 +22,7 @@ impl Db {
     pub async fn source_count_by_state(&self) -> Result<Counts> {
         Ok(
             sqlx::query_as("SELECT state, COUNT(*) FROM sources GROUP BY state ORDER BY state")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -35,14 +35,14 @@ impl Db {
             "SELECT COUNT(CASE WHEN heartbeat_at >= $1 THEN 1 END), COUNT(*) FROM sources",
         )
         .bind(since)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.read)
         .await?;
         Ok((online, all - online))
     }
 
     /// A trivial round trip: the database answers.
     pub async fn ping(&self) -> Result<()> {
-        let one: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&self.pool).await?;
+        let one: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&self.read).await?;
         debug_assert_eq!(one, 1);
         Ok(())
     }
@@ -53,7 +53,7 @@ impl Db {
     pub async fn migrations_pending(&self) -> Result<Vec<i64>> {
         let applied: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?;
         Ok(sqlx::migrate!("./migrations")
             .iter()

@@ -2,6 +2,7 @@
 
 use sqlx::FromRow;
 
+use crate::Durable as _;
 use crate::{Db, DbError, Result, now};
 
 /// A value bound to a `$n` placeholder of a list query built at run time.
@@ -109,7 +110,7 @@ impl Db {
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -119,6 +120,7 @@ impl Db {
             .bind(key)
             .bind(value)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         self.meta_get(key).await?.ok_or(DbError::Corrupt {
             what: "meta",
@@ -146,7 +148,7 @@ impl Db {
         .bind(&key.user_name)
         .bind(&key.status)
         .bind(key.created_at)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(())
     }
@@ -203,7 +205,7 @@ impl Db {
         .bind(c.ttl_days)
         .bind(c.disabled)
         .bind(c.created_at)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(())
     }
@@ -215,7 +217,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM activation_codes WHERE code_hash = $1")
                 .bind(code_hash)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?,
         )
     }
@@ -223,7 +225,7 @@ impl Db {
     pub async fn activation_code_list(&self) -> Result<Vec<ActivationCodeRecord>> {
         Ok(
             sqlx::query_as("SELECT * FROM activation_codes ORDER BY created_at, id")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -232,6 +234,7 @@ impl Db {
         let r = sqlx::query("UPDATE activation_codes SET disabled = 1 WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -240,6 +243,7 @@ impl Db {
         let r = sqlx::query("DELETE FROM activation_codes WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -268,7 +272,7 @@ impl Db {
             return Ok(false);
         }
         source_insert(&mut tx, source).await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(true)
     }
 }
@@ -415,6 +419,7 @@ impl Db {
         .bind(error_code)
         .bind(status_info)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(())
     }
@@ -425,7 +430,7 @@ impl Db {
             sqlx::query_scalar("SELECT COUNT(*) FROM sources WHERE name = $1 AND id <> $2")
                 .bind(name)
                 .bind(except_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.read)
                 .await?;
         Ok(n > 0)
     }
@@ -445,6 +450,7 @@ impl Db {
         .bind(name)
         .bind(description)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -455,6 +461,7 @@ impl Db {
         let r = sqlx::query("DELETE FROM sources WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -564,28 +571,28 @@ impl Db {
             return Ok(false);
         }
         job_insert(&mut tx, j).await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(true)
     }
 
     pub async fn job_get(&self, id: &str) -> Result<Option<JobRecord>> {
         Ok(sqlx::query_as("SELECT * FROM jobs WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
     pub async fn job_by_client_token(&self, token: &str) -> Result<Option<JobRecord>> {
         Ok(sqlx::query_as("SELECT * FROM jobs WHERE client_token = $1")
             .bind(token)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
     pub async fn job_name_taken(&self, name: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE name = $1")
             .bind(name)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.read)
             .await?;
         Ok(n > 0)
     }
@@ -646,6 +653,7 @@ impl Db {
         .bind(&job.status)
         .bind(job.business_status.as_deref().unwrap_or(""))
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -658,7 +666,7 @@ impl Db {
         .bind(id)
         .bind(code)
         .bind(info)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(())
     }
@@ -697,6 +705,7 @@ impl Db {
         .bind(start)
         .bind(end)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(())
     }
@@ -724,7 +733,7 @@ impl Db {
         if r.rows_affected() == 1 && status == "Finished" {
             source_release_job(&mut tx, id).await?;
         }
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(())
     }
 }
@@ -753,7 +762,7 @@ impl Db {
         }
         job_insert(&mut tx, j).await?;
         job_settings_upsert(&mut tx, settings).await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(true)
     }
 
@@ -761,7 +770,7 @@ impl Db {
         let found: Option<JobSettingsRecord> =
             sqlx::query_as("SELECT * FROM job_settings WHERE job_id = $1")
                 .bind(job_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?;
         Ok(found.unwrap_or_else(|| JobSettingsRecord::empty(job_id)))
     }
@@ -769,14 +778,14 @@ impl Db {
     pub async fn job_settings_put(&self, s: &JobSettingsRecord) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         job_settings_upsert(&mut tx, s).await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(())
     }
 
     /// Every job, oldest first (for the scheduler, which looks at each job's clock).
     pub async fn job_list_all(&self) -> Result<Vec<JobRecord>> {
         Ok(sqlx::query_as("SELECT * FROM jobs ORDER BY created_at, id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.read)
             .await?)
     }
 
@@ -799,7 +808,7 @@ impl Db {
         .bind(j.scheduled_start_time)
         .bind(j.valid_time)
         .bind(&j.status)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -827,7 +836,7 @@ impl Db {
                 .unwrap_or_else(|| JobSettingsRecord::empty(id));
         settings.expired_at = Some(at);
         job_settings_upsert(&mut tx, &settings).await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(true)
     }
 
@@ -848,7 +857,7 @@ impl Db {
             return Ok(false);
         }
         source_release_job(&mut tx, id).await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(true)
     }
 
@@ -877,7 +886,7 @@ impl Db {
             return Ok(None);
         }
         source_release_job(&mut tx, id).await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(Some(status))
     }
 
@@ -901,7 +910,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         source_release_job(&mut tx, id).await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(true)
     }
 
@@ -924,7 +933,7 @@ impl Db {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
         source_release_job(&mut tx, id).await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(snaps)
     }
 }
@@ -1025,7 +1034,7 @@ impl Db {
         .bind(&r.image_id)
         .bind(&r.progress)
         .bind(&r.error)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(())
     }
@@ -1033,7 +1042,7 @@ impl Db {
     pub async fn run_get(&self, id: &str) -> Result<Option<RunRecord>> {
         Ok(sqlx::query_as("SELECT * FROM runs WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -1042,7 +1051,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM runs WHERE job_id = $1 ORDER BY seq")
                 .bind(job_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -1052,7 +1061,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM runs WHERE status = $1 ORDER BY started_at, id")
                 .bind(status)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -1086,6 +1095,7 @@ impl Db {
         .bind(error)
         .bind(ended_at)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -1095,6 +1105,7 @@ impl Db {
             .bind(id)
             .bind(image_id)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(())
     }
@@ -1133,12 +1144,12 @@ impl Db {
         .bind(s.chunk_size)
         .bind(&s.root_digest)
         .bind(s.created_at)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         sqlx::query_as("SELECT * FROM snapshots WHERE run_id = $1 AND disk_index = $2")
             .bind(&s.run_id)
             .bind(s.disk_index)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.read)
             .await
             .map_err(DbError::from)
     }
@@ -1146,7 +1157,7 @@ impl Db {
     pub async fn snapshot_get(&self, id: &str) -> Result<Option<SnapshotRecord>> {
         Ok(sqlx::query_as("SELECT * FROM snapshots WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -1154,7 +1165,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM snapshots WHERE run_id = $1 ORDER BY disk_index")
                 .bind(run_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -1174,7 +1185,7 @@ impl Db {
         .bind(job_id)
         .bind(disk_index)
         .bind(except_run)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await?)
     }
 }
@@ -1235,7 +1246,7 @@ impl Db {
         .bind(&i.description)
         .bind(&i.error)
         .bind(i.created_at)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(())
     }
@@ -1243,21 +1254,21 @@ impl Db {
     pub async fn image_get(&self, id: &str) -> Result<Option<ImageRecord>> {
         Ok(sqlx::query_as("SELECT * FROM images WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
     pub async fn image_by_run(&self, run_id: &str) -> Result<Option<ImageRecord>> {
         Ok(sqlx::query_as("SELECT * FROM images WHERE run_id = $1")
             .bind(run_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
     pub async fn image_list(&self) -> Result<Vec<ImageRecord>> {
         Ok(
             sqlx::query_as("SELECT * FROM images ORDER BY created_at, id")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -1267,7 +1278,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM images WHERE job_id = $1 ORDER BY created_at, id")
                 .bind(job_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -1282,14 +1293,14 @@ impl Db {
         ] {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(())
     }
 
     pub async fn image_name_taken(&self, name: &str) -> Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE name = $1")
             .bind(name)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.read)
             .await?;
         Ok(n > 0)
     }
@@ -1307,6 +1318,7 @@ impl Db {
             .bind(progress)
             .bind(error)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(())
     }
@@ -1332,7 +1344,7 @@ impl Db {
         .bind(&d.qcow2_path)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(())
     }
 
@@ -1342,7 +1354,7 @@ impl Db {
             "SELECT d.* FROM image_disks d JOIN images i ON i.id = d.image_id \
              WHERE d.qcow2_path IS NULL AND i.status = 'Available' ORDER BY i.created_at, d.disk_index",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?)
     }
 
@@ -1359,6 +1371,7 @@ impl Db {
         .bind(disk_index)
         .bind(path)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(())
     }
@@ -1367,7 +1380,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM image_disks WHERE image_id = $1 ORDER BY disk_index")
                 .bind(image_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -1409,7 +1422,7 @@ impl Db {
         .bind(&t.error)
         .bind(t.created_at)
         .bind(t.finished_at)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(())
     }
@@ -1417,14 +1430,14 @@ impl Db {
     pub async fn task_get(&self, id: &str) -> Result<Option<TaskRecord>> {
         Ok(sqlx::query_as("SELECT * FROM tasks WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
     pub async fn task_list(&self) -> Result<Vec<TaskRecord>> {
         Ok(
             sqlx::query_as("SELECT * FROM tasks ORDER BY created_at, id")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -1445,7 +1458,7 @@ impl Db {
         .bind(result)
         .bind(error)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(())
     }

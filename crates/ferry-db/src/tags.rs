@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::FromRow;
 
+use crate::Durable as _;
 use crate::{Db, Result};
 
 /// One tag of one resource.
@@ -154,7 +155,7 @@ impl Db {
                 });
             }
         }
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(TagSetOutcome::Done)
     }
 
@@ -178,7 +179,7 @@ impl Db {
         for v in ids.iter().chain(keys) {
             q = q.bind(v);
         }
-        Ok(q.execute(&self.pool).await?.rows_affected())
+        Ok(q.execute(&self.pool).durable(self).await?.rows_affected())
     }
 
     /// Removes every tag of every resource of `ids`; returns how many tags were removed.
@@ -194,7 +195,7 @@ impl Db {
         for v in ids {
             q = q.bind(v);
         }
-        Ok(q.execute(&self.pool).await?.rows_affected())
+        Ok(q.execute(&self.pool).durable(self).await?.rows_affected())
     }
 
     /// Forgets a deleted resource's tags. Call it when a source server or job is deleted.
@@ -203,6 +204,7 @@ impl Db {
             .bind(resource_type)
             .bind(id)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(())
     }
@@ -252,7 +254,7 @@ impl Db {
         for b in &binds {
             q = q.bind(b);
         }
-        Ok(q.bind(limit).fetch_all(&self.pool).await?)
+        Ok(q.bind(limit).fetch_all(&self.read).await?)
     }
 
     /// The IDs of resources of `resource_type` that carry every tag of `filter` (exact values where
@@ -272,7 +274,7 @@ impl Db {
         for b in &binds {
             q = q.bind(b);
         }
-        Ok(q.fetch_all(&self.pool).await?)
+        Ok(q.fetch_all(&self.read).await?)
     }
 
     /// The tags of each resource of `ids` (one query), keys in order. Resources without tags are absent.
@@ -293,7 +295,7 @@ impl Db {
         for id in ids {
             q = q.bind(id);
         }
-        for t in q.fetch_all(&self.pool).await? {
+        for t in q.fetch_all(&self.read).await? {
             out.entry(t.resource_id).or_default().push((t.key, t.value));
         }
         Ok(out)

@@ -9,6 +9,7 @@
 
 use sqlx::FromRow;
 
+use crate::Durable as _;
 use crate::{Db, Result};
 
 /// An image's adaptation and validation state (table `image_pipeline`).
@@ -82,15 +83,38 @@ impl Db {
         .bind(p.updated_at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(())
+    }
+
+    /// The pipeline records of `image_ids` in one query, by image ID (images without one are absent).
+    pub async fn image_pipeline_list_for(
+        &self,
+        image_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, ImagePipelineRecord>> {
+        if image_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let sql = format!(
+            "SELECT * FROM image_pipeline WHERE image_id IN ({})",
+            crate::tags::placeholders(1, image_ids.len())
+        );
+        let mut q = sqlx::query_as::<_, ImagePipelineRecord>(&sql);
+        for id in image_ids {
+            q = q.bind(id.as_str());
+        }
+        Ok(q.fetch_all(&self.read)
+            .await?
+            .into_iter()
+            .map(|p| (p.image_id.clone(), p))
+            .collect())
     }
 
     pub async fn image_pipeline_get(&self, image_id: &str) -> Result<Option<ImagePipelineRecord>> {
         Ok(
             sqlx::query_as("SELECT * FROM image_pipeline WHERE image_id = $1")
                 .bind(image_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.read)
                 .await?,
         )
     }
@@ -102,7 +126,7 @@ impl Db {
             "SELECT * FROM image_pipeline WHERE validation_status IN ('Pending', 'Running') \
              ORDER BY updated_at, image_id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?)
     }
 
@@ -125,7 +149,7 @@ impl Db {
             .bind(to)
             .bind(reason)
             .bind(at)
-            .execute(&self.pool)
+            .execute(&self.pool).durable(self)
             .await?;
             if r.rows_affected() == 1 {
                 return Ok(true);
@@ -145,7 +169,7 @@ impl Db {
         ] {
             sqlx::query(sql).bind(image_id).execute(&mut *tx).await?;
         }
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(())
     }
 
@@ -170,7 +194,7 @@ impl Db {
         .bind(digest)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(())
     }
 
@@ -180,7 +204,7 @@ impl Db {
             "SELECT disk_index, adapted_digest FROM image_disk_digests WHERE image_id = $1 ORDER BY disk_index",
         )
         .bind(image_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?)
     }
 
@@ -201,7 +225,7 @@ impl Db {
         .bind(&v.console_path)
         .bind(v.started_at)
         .bind(v.ended_at)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(())
     }
@@ -227,7 +251,7 @@ impl Db {
         .bind(error)
         .bind(console_path)
         .bind(at)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -235,7 +259,7 @@ impl Db {
     pub async fn validation_get(&self, id: &str) -> Result<Option<ValidationRecord>> {
         Ok(sqlx::query_as("SELECT * FROM validations WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -244,7 +268,7 @@ impl Db {
         Ok(
             sqlx::query_as("SELECT * FROM validations WHERE image_id = $1 ORDER BY started_at, id")
                 .bind(image_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.read)
                 .await?,
         )
     }
@@ -258,7 +282,7 @@ impl Db {
             "SELECT * FROM validations WHERE instance_id = $1 ORDER BY started_at DESC, id DESC LIMIT 1",
         )
         .bind(instance_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.read)
         .await?)
     }
 
@@ -270,6 +294,7 @@ impl Db {
             .bind(code)
             .bind(info)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(())
     }
@@ -280,6 +305,7 @@ impl Db {
             .bind(id)
             .bind(image_id)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -294,6 +320,7 @@ impl Db {
         .bind(from)
         .bind(at)
         .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -321,7 +348,7 @@ impl Db {
                 return Ok(Err(*host));
             }
         }
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(Ok(()))
     }
 
@@ -331,7 +358,7 @@ impl Db {
             "SELECT * FROM instance_port_forwards WHERE instance_id = $1 ORDER BY host_port",
         )
         .bind(instance_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.read)
         .await?)
     }
 
@@ -340,6 +367,7 @@ impl Db {
         sqlx::query("DELETE FROM instance_port_forwards WHERE instance_id = $1")
             .bind(instance_id)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(())
     }
@@ -352,6 +380,7 @@ impl Db {
             .bind(image_id)
             .bind(boot_mode)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(())
     }

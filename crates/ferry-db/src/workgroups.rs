@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use sqlx::FromRow;
 
+use crate::Durable as _;
 use crate::tags::{placeholders, tag_insert_tx};
 use crate::{Db, Result};
 
@@ -84,14 +85,14 @@ impl Db {
             return Ok(existing);
         }
         tag_insert_tx(&mut tx, WORKGROUP_TAG_TYPE, &w.id, tags).await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(w.clone())
     }
 
     pub async fn workgroup_get(&self, id: &str) -> Result<Option<WorkgroupRecord>> {
         Ok(sqlx::query_as("SELECT * FROM workgroups WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.read)
             .await?)
     }
 
@@ -118,7 +119,7 @@ impl Db {
         if let Some(n) = name {
             q = q.bind(n);
         }
-        Ok(q.fetch_all(&self.pool).await?)
+        Ok(q.fetch_all(&self.read).await?)
     }
 
     /// Renames and/or re-describes a workgroup; `None` keeps the field. Returns `false` when it does not
@@ -136,7 +137,7 @@ impl Db {
         .bind(id)
         .bind(name)
         .bind(description)
-        .execute(&self.pool)
+        .execute(&self.pool).durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -162,7 +163,7 @@ impl Db {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(true)
     }
 
@@ -180,7 +181,7 @@ impl Db {
         for id in ids {
             q = q.bind(id);
         }
-        Ok(q.fetch_all(&self.pool).await?)
+        Ok(q.fetch_all(&self.read).await?)
     }
 
     /// Adds `source_ids` to workgroup `id`, all or none. Sources already in this workgroup are fine (a
@@ -252,7 +253,7 @@ impl Db {
             tx.rollback().await?;
             return Ok(AssociateOutcome::TooMany { count });
         }
-        tx.commit().await?;
+        tx.commit().durable(self).await?;
         Ok(AssociateOutcome::Done)
     }
 
@@ -270,7 +271,7 @@ impl Db {
         for s in source_ids {
             q = q.bind(s);
         }
-        Ok(q.execute(&self.pool).await?.rows_affected())
+        Ok(q.execute(&self.pool).durable(self).await?.rows_affected())
     }
 
     /// The workgroup of each source of `source_ids` that has one (one query).
@@ -289,7 +290,7 @@ impl Db {
         for s in source_ids {
             q = q.bind(s);
         }
-        Ok(q.fetch_all(&self.pool)
+        Ok(q.fetch_all(&self.read)
             .await?
             .into_iter()
             .map(|m| (m.source_id, m.workgroup_id))
@@ -301,6 +302,7 @@ impl Db {
         sqlx::query("DELETE FROM workgroup_members WHERE source_id = $1")
             .bind(source_id)
             .execute(&self.pool)
+            .durable(self)
             .await?;
         Ok(())
     }

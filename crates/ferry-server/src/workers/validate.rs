@@ -21,6 +21,7 @@
 //! run in `Processing` (the validation is recorded `Failed` with the error and the run completes); the
 //! throwaway instance's files are removed whatever the outcome.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -891,20 +892,17 @@ pub async fn instance_checks(
     Ok(validation_json(&v).get("Checks").cloned())
 }
 
-/// Ferry-only per-run field of DescribeReplicationJobs: each run's `ValidationStatus` (of its image), set
-/// into the job's JSON `v` (one call in `job_json`).
-pub async fn add_job_fields(
-    st: &AppState,
-    job_id: &str,
+/// Ferry-only fields of DescribeReplicationJobs, set into the job's JSON `v` (one call in `job_json`):
+/// the job's validation options and each run's `ValidationStatus` (of its image). `pipelines` holds the
+/// pipeline records of the page's images, read once for the page.
+pub fn add_job_fields(
+    settings: &JobSettings,
+    pipelines: &HashMap<String, ImagePipelineRecord>,
     v: &mut serde_json::Value,
-) -> Result<(), ApiError> {
-    use crate::app::OrInternal as _;
-    let settings =
-        JobSettings::decode(&st.db.job_settings_get(job_id).await.or_internal()?.settings);
-    let opts = PipelineOptions::from_job(&settings);
-    let runs = st.db.run_list(job_id).await.or_internal()?;
+) {
+    let opts = PipelineOptions::from_job(settings);
     let Some(o) = v.as_object_mut() else {
-        return Ok(());
+        return;
     };
     o.insert("ValidationEnabled".into(), opts.validation_enabled.into());
     o.insert("ValidationInstanceType".into(), opts.instance_type.into());
@@ -917,34 +915,26 @@ pub async fn add_job_fields(
         .and_then(|r| r.get_mut("ReplicationJobRun"))
         .and_then(|r| r.as_array_mut())
     else {
-        return Ok(());
+        return;
     };
     for item in list {
-        let Some(run_id) = item
-            .get("RunId")
-            .and_then(|r| r.as_str())
-            .map(str::to_owned)
+        let Some(p) = item
+            .get("ImageId")
+            .and_then(|i| i.as_str())
+            .and_then(|i| pipelines.get(i))
         else {
             continue;
         };
-        let Some(image) = runs
-            .iter()
-            .find(|r| r.id == run_id)
-            .and_then(|r| r.image_id.clone())
-        else {
-            continue;
-        };
-        if let (Some(p), Some(io)) = (
-            st.db.image_pipeline_get(&image).await.or_internal()?,
-            item.as_object_mut(),
-        ) {
-            io.insert("ValidationStatus".into(), p.validation_status.into());
-            if let Some(r) = p.validation_reason {
-                io.insert("ValidationStatusInfo".into(), r.into());
+        if let Some(io) = item.as_object_mut() {
+            io.insert(
+                "ValidationStatus".into(),
+                p.validation_status.clone().into(),
+            );
+            if let Some(r) = &p.validation_reason {
+                io.insert("ValidationStatusInfo".into(), r.clone().into());
             }
         }
     }
-    Ok(())
 }
 
 /// Removes the console copies of an image's validations (the image is being deleted).

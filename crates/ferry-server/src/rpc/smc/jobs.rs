@@ -3,7 +3,7 @@
 use ferry_api::{ApiError, Params, wrap_list};
 use std::collections::HashMap;
 
-use ferry_db::{JobFilter, JobRecord, JobSettingsRecord, RunRecord};
+use ferry_db::{ImagePipelineRecord, JobFilter, JobRecord, JobSettingsRecord, RunRecord};
 use ferry_types::protocol::RunProgress;
 use serde_json::{Value, json};
 
@@ -419,19 +419,33 @@ fn part_json(p: &jobs::DiskPart) -> Value {
 struct JobPage {
     runs: HashMap<String, Vec<RunRecord>>,
     settings: HashMap<String, JobSettingsRecord>,
+    /// Pipeline records (validation status) of the runs' images.
+    pipelines: HashMap<String, ImagePipelineRecord>,
 }
 
 impl JobPage {
     async fn load(c: &Call<'_>, jobs: &[JobRecord]) -> Result<Self, ApiError> {
         let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let runs = c.st.db.run_list_for_jobs(&ids).await.or_internal()?;
+        let images: Vec<String> = runs
+            .values()
+            .flatten()
+            .filter_map(|r| r.image_id.clone())
+            .collect();
         Ok(Self {
-            runs: c.st.db.run_list_for_jobs(&ids).await.or_internal()?,
+            pipelines: c
+                .st
+                .db
+                .image_pipeline_list_for(&images)
+                .await
+                .or_internal()?,
             settings: c.st.db.job_settings_for_jobs(&ids).await.or_internal()?,
+            runs,
         })
     }
 }
 
-async fn job_json(c: &Call<'_>, j: &JobRecord, page: &JobPage) -> Result<Value, ApiError> {
+fn job_json(j: &JobRecord, page: &JobPage) -> Value {
     let runs: &[RunRecord] = page.runs.get(&j.id).map_or(&[], Vec::as_slice);
     let empty;
     let srec = match page.settings.get(&j.id) {
@@ -548,8 +562,8 @@ async fn job_json(c: &Call<'_>, j: &JobRecord, page: &JobPage) -> Result<Value, 
             o.insert("SystemDiskSize".into(), json!(size));
         }
     }
-    crate::workers::validate::add_job_fields(c.st, &j.id, &mut v).await?;
-    Ok(v)
+    crate::workers::validate::add_job_fields(&settings, &page.pipelines, &mut v);
+    v
 }
 
 /// `ReplicationJob.Status` values (smc-api.md §2.9).
@@ -624,10 +638,7 @@ pub(super) async fn describe_replication_jobs(c: &Call<'_>) -> ActionResult {
             .await
             .or_internal()?;
     let page = JobPage::load(c, &jobs).await?;
-    let mut items = Vec::with_capacity(jobs.len());
-    for j in &jobs {
-        items.push(job_json(c, j, &page).await?);
-    }
+    let mut items: Vec<Value> = jobs.iter().map(|j| job_json(j, &page)).collect();
     decorate(
         c,
         ResourceType::ReplicationJob,
