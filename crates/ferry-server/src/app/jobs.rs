@@ -940,10 +940,12 @@ pub async fn record_progress(
         (p.bytes_scanned as f64 / p.bytes_total as f64 * 90.0 * 100.0).round() / 100.0
     };
     st.db.job_set_progress(&job.id, pct).await.or_internal()?;
-    st.db
-        .job_set_status_info(&job.id, p.paused_reason.as_deref())
-        .await
-        .or_internal()?;
+    if job.status_info.as_deref() != p.paused_reason.as_deref() {
+        st.db
+            .job_set_status_info(&job.id, p.paused_reason.as_deref())
+            .await
+            .or_internal()?;
+    }
     Ok(())
 }
 
