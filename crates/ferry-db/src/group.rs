@@ -284,6 +284,16 @@ impl WalSync {
         }
     }
 
+    /// The log file this syncs.
+    pub(crate) fn log_path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Whether the log exists (it does while a connection in WAL mode is open).
+    pub(crate) fn log_exists(&self) -> bool {
+        self.path.exists()
+    }
+
     /// Returns once every commit that returned before this call is durable.
     pub(crate) async fn synced(&self) -> Result<(), sqlx::Error> {
         use std::sync::atomic::Ordering::SeqCst;

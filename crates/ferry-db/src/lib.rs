@@ -187,6 +187,22 @@ impl Db {
         let pool = connect(url, n, "NORMAL").await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         let wal = sqlite_path(url).map(|p| std::sync::Arc::new(group::WalSync::new(&p)));
+        if let Some(w) = &wal
+            && !w.log_exists()
+        {
+            // Open connections in WAL mode always have their log: a missing one means the sync would
+            // go to the wrong file and commits would not be durable. Refuse rather than run so.
+            return Err(DbError::Open {
+                url: redact(url),
+                source: sqlx::Error::Configuration(
+                    format!(
+                        "the write-ahead log {} is not where Ferry syncs it; use a plain                          sqlite://PATH URL or report this as a bug",
+                        w.log_path().display()
+                    )
+                    .into(),
+                ),
+            });
+        }
         Ok(Self {
             read: connect(url, r, "NORMAL").await?,
             relaxed: pool.clone(),
@@ -220,6 +236,22 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_file_is_found_in_sqlite_urls() {
+        use std::path::PathBuf;
+        assert_eq!(
+            sqlite_path("sqlite:///srv/ferry/ferry.db?mode=rwc"),
+            Some(PathBuf::from("/srv/ferry/ferry.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite://ferry-data/ferry.db"),
+            Some(PathBuf::from("ferry-data/ferry.db"))
+        );
+        assert_eq!(sqlite_path("sqlite:x.db"), Some(PathBuf::from("x.db")));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://h/db"), None);
+    }
 
     #[test]
     fn passwords_are_redacted() {
