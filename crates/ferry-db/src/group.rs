@@ -3,8 +3,9 @@
 //!
 //! Each process keeps one writer task per [`Db`](crate::Db). Callers queue an operation and wait for its
 //! answer; the task takes everything queued (up to [`MAX_BATCH`]) and writes it in one transaction, so a
-//! burst of calls costs one commit (one fsync on SQLite with `synchronous = FULL`, one WAL flush on
-//! PostgreSQL) and, for the audit trail, one lock of the chain's head row instead of one each. While a
+//! burst of calls costs one commit (on SQLite one turn on the write connection plus a share of a log
+//! fsync, [`WalSync`]; one WAL flush on PostgreSQL) and, for the audit trail, one lock of the chain's
+//! head row instead of one each. While a
 //! batch commits, the next one gathers. Nothing is answered before its batch is durable, so the
 //! guarantees of the single writes are kept: a nonce is used once, an audit record is on disk before the
 //! call it records is answered, and the chain never forks (appends from other processes still take turns
@@ -19,7 +20,7 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AUDIT_GENESIS_HASH, AUDIT_HEAD_KEY, AuditAnchor, AuditIndex, AuditRecord};
-use crate::{DbError, Result, now};
+use crate::{DbError, Durable as _, Result, now};
 
 /// Operations written per transaction at most.
 const MAX_BATCH: usize = 256;
@@ -133,9 +134,7 @@ fn answer(ops: impl Iterator<Item = Op>, outcome: Result<(Vec<Answer>, Option<Au
                         let _ = reply.send(Ok(fresh));
                     }
                     (Op::Audit { reply, .. }, Answer::Audit(record)) => {
-                        let head = head
-                            .clone()
-                            .unwrap_or_else(|| AuditAnchor::new(record.seq, &record.hash));
+                        let head = head.clone().expect("a batch that appends has a head");
                         let _ = reply.send(Ok(Appended {
                             record: *record,
                             head,
@@ -237,10 +236,7 @@ async fn write(
         }
         _ => None,
     };
-    tx.commit().await?;
-    if let Some(wal) = wal {
-        wal.synced().await?;
-    }
+    tx.commit().durable_with(wal).await?;
     Ok((answers, head))
 }
 

@@ -398,19 +398,6 @@ async fn images_and_snapshots() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn qemu_missing() -> bool {
-    let found = std::process::Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!(
-            "SKIPPED instance test: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
-        );
-    }
-    !found
-}
-
 async fn instance(client: &Client, id: &str) -> anyhow::Result<Value> {
     let ids = format!(r#"["{id}"]"#);
     let v = ecs(client, "DescribeInstances", &[("InstanceIds", &ids)]).await?;
@@ -454,7 +441,7 @@ async fn wait_console(client: &Client, id: &str, text: &str) -> anyhow::Result<S
 
 #[tokio::test(flavor = "multi_thread")]
 async fn instances_run_stop_start_and_delete() -> anyhow::Result<()> {
-    if qemu_missing() {
+    if ferry_vm::qemu_missing("instance test") {
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;

@@ -18,6 +18,19 @@ use crate::proc::live_pid;
 use crate::qmp::Qmp;
 
 const QEMU: &str = "qemu-system-x86_64";
+
+/// For tests that boot guests: true (after printing that `test` is skipped and how to install QEMU) when
+/// `qemu-system-x86_64` is not installed.
+pub fn qemu_missing(test: &str) -> bool {
+    let found = std::process::Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("SKIPPED {test}: {QEMU} is not installed (apt-get install qemu-system-x86)");
+    }
+    !found
+}
 const QEMU_IMG: &str = "qemu-img";
 /// `instance.json`'s format name and current version (`docs/instances.md`).
 pub const INSTANCE_FILE_FORMAT: &str = "ferry-instance";

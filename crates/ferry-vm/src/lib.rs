@@ -33,7 +33,7 @@ pub mod validate;
 
 pub use driver::{
     Accel, BaseDisk, Console, DirectKernel, DiskFormat, Driver, Firmware, FwCfgFile, InstanceFile,
-    InstanceFileDisk, Running, StopOutcome, VmSpec, check_id,
+    InstanceFileDisk, Running, StopOutcome, VmSpec, check_id, qemu_missing,
 };
 pub use error::VmError;
 pub use net::{GuestForward, NetworkSpec, PortForward, TARGET_NIC_NAME};

@@ -3,20 +3,7 @@
 use std::process::Command;
 
 use ferry_vm::Driver;
-
-/// True (after printing why the test is skipped) when `qemu-system-x86_64` is not installed.
-pub fn qemu_missing(test: &str) -> bool {
-    let found = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!(
-            "SKIPPED {test}: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
-        );
-    }
-    !found
-}
+pub use ferry_vm::qemu_missing;
 
 /// Kills the test's QEMU if the test fails half-way (QEMU is a daemon: nothing else would).
 pub struct KillOnDrop(pub Driver, pub String);
