@@ -123,7 +123,7 @@ start_server() {
   shift 3
   mkdir -p "$data"
   RUST_LOG=${FERRY_BENCH_LOG:-warn} "${SERVER_CPU[@]}" "$FERRY" server --data-dir "$data" --listen "127.0.0.1:$port" \
-    --heartbeat-interval "$interval" "$@" >>"$data/server.log" 2>&1 &
+    --heartbeat-interval "$interval" ${FERRY_BENCH_SERVER_ARGS:-} "$@" >>"$data/server.log" 2>&1 &
   local pid=$!
   PIDS+=("$pid")
   for _ in $(seq 1 300); do

@@ -63,12 +63,24 @@ pub struct Conn {
     bearer: Option<String>,
 }
 
+/// How long a request may take before it counts as lost: longer than any long poll.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the connection is kept between requests. Counted from a request's start, not its end, on an
+/// HTTP/2 connection (the client pool's clock): it must outlast a long poll plus the sleep to the next
+/// beat, or every heartbeat at the default 30 s cadence opens a new TCP + TLS connection (measured: one
+/// TLS handshake per beat with the 30 s this used to be).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const _: () = assert!(
+    REQUEST_TIMEOUT.as_secs() > protocol::MAX_LONG_POLL_SECS as u64
+        && POOL_IDLE_TIMEOUT.as_secs() > REQUEST_TIMEOUT.as_secs()
+);
+
 fn builder() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(120))
-        .pool_idle_timeout(Duration::from_secs(30))
+        .timeout(REQUEST_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .user_agent(concat!("ferry-agent/", env!("CARGO_PKG_VERSION")))
 }
 

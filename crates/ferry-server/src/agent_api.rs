@@ -242,8 +242,8 @@ async fn heartbeat(State(st): St, headers: HeaderMap, body: Bytes) -> Result<Res
         AgentState::Replicating { run_id } => Some(run_id.clone()),
         AgentState::Idle => None,
     };
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(u64::from(st.cfg.heartbeat_interval_secs));
+    let hold = st.cfg.heartbeat_interval_secs.min(st.cfg.long_poll_secs);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(hold));
     // Woken only by changes to this source's runs (and by a shutdown); removed when the poll ends.
     let waiter = st.agents.waiter(&source.id);
     let mut fresh = true;

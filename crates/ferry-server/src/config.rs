@@ -22,6 +22,9 @@ pub struct ServerConfig {
     pub region_id: String,
     /// Seconds between agent heartbeats; an agent silent for three intervals is offline.
     pub heartbeat_interval_secs: u32,
+    /// The longest a heartbeat's long poll is held, in seconds (at most one interval): below the idle and
+    /// response timeouts of any load balancer or proxy between agents and servers.
+    pub long_poll_secs: u32,
     /// Where replicas share objects/, images/, buckets/ and the CA (tls/) (docs/scale-out.md); `None` =
     /// the data directory (one server).
     pub shared_dir: Option<PathBuf>,
@@ -45,6 +48,7 @@ impl Default for ServerConfig {
             database: None,
             region_id: "local".to_owned(),
             heartbeat_interval_secs: 30,
+            long_poll_secs: 25,
             shared_dir: None,
             lease_ttl_secs: 30,
             object_store: None,
@@ -87,6 +91,13 @@ impl ServerConfig {
             return Err(ServerError::Config(format!(
                 "--heartbeat-interval {} is out of range: use 1 to 3600 seconds",
                 self.heartbeat_interval_secs
+            )));
+        }
+        if !(1..=ferry_types::protocol::MAX_LONG_POLL_SECS).contains(&self.long_poll_secs) {
+            return Err(ServerError::Config(format!(
+                "--long-poll {} is out of range: use 1 to {} seconds",
+                self.long_poll_secs,
+                ferry_types::protocol::MAX_LONG_POLL_SECS,
             )));
         }
         if !(3..=3600).contains(&self.lease_ttl_secs) {

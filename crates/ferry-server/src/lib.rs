@@ -257,7 +257,9 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
             .map_err(|e| ServerError::Tls(format!("loading the server certificate: {e}")))?;
     let app = router(state.clone());
     let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(std_listener, rustls_config).handle(handle.clone());
+    let server = axum_server::from_tcp_rustls(std_listener, rustls_config)
+        .map(|tls| state.metrics.counting(tls))
+        .handle(handle.clone());
     let task = tokio::spawn(async move {
         server
             .serve(app.into_make_service_with_connect_info::<SocketAddr>())

@@ -88,6 +88,7 @@ pub struct Metrics {
     api_duration: HistogramVec,
     agent_duration: HistogramVec,
     in_flight: IntGauge,
+    connections: IntCounter,
     /// `(product, action)` pairs this process has dispatched to a handler: the only action labels used.
     known_actions: Mutex<HashSet<(Product, String)>>,
 }
@@ -119,6 +120,27 @@ fn registered<C: Collector + Clone + 'static>(registry: &Registry, c: prometheus
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     registered(registry, IntCounter::new(name, help))
+}
+
+/// Counts connections as they are accepted ([`Metrics::counting`]). Connection churn is what makes TLS
+/// handshakes, the dearest thing an agent's request can cost the server.
+#[derive(Clone)]
+pub struct CountingAcceptor<A> {
+    inner: A,
+    accepted: IntCounter,
+}
+
+impl<A: axum_server::accept::Accept<I, S>, I, S> axum_server::accept::Accept<I, S>
+    for CountingAcceptor<A>
+{
+    type Stream = A::Stream;
+    type Service = A::Service;
+    type Future = A::Future;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        self.accepted.inc();
+        self.inner.accept(stream, service)
+    }
 }
 
 /// Latency buckets: 1 ms … 60 s (a chunk upload of 16 MiB over a slow link takes seconds).
@@ -184,6 +206,11 @@ impl Metrics {
                 "ferry_bytes_replicated_total",
                 "Logical bytes of disk data (all-zero chunks excluded) covered by the snapshots this process committed.",
             ),
+            connections: counter(
+                &registry,
+                "ferry_http_connections_accepted_total",
+                "TCP connections accepted (each begins with a TLS handshake).",
+            ),
             snapshots_committed: counter(
                 &registry,
                 "ferry_snapshots_committed_total",
@@ -234,6 +261,15 @@ impl Metrics {
     pub fn snapshot_committed(&self, logical_bytes: u64) {
         self.snapshots_committed.inc();
         self.bytes_replicated.inc_by(logical_bytes);
+    }
+
+    /// An acceptor that counts each accepted connection in `ferry_http_connections_accepted_total`, then
+    /// hands it to `inner` (the TLS acceptor).
+    pub fn counting<A>(&self, inner: A) -> CountingAcceptor<A> {
+        CountingAcceptor {
+            inner,
+            accepted: self.connections.clone(),
+        }
     }
 
     /// Records that `action` of `product` reached a real handler: from now on it is its own label value.

@@ -100,7 +100,13 @@ impl ServerProc {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
-            .args(["--heartbeat-interval", "1"])
+            .args(
+                // Tests beat every second unless they choose their own interval.
+                Some(["--heartbeat-interval", "1"])
+                    .filter(|_| !self.extra_args.iter().any(|a| a == "--heartbeat-interval"))
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.extra_args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")

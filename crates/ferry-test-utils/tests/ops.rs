@@ -47,7 +47,12 @@ impl Scrape {
 }
 
 async fn scrape(server: &ServerProc) -> anyhow::Result<Scrape> {
-    let resp = http(server)?
+    scrape_with(&http(server)?, server).await
+}
+
+/// [`scrape`] through `http`, which keeps its connection between scrapes.
+async fn scrape_with(http: &reqwest::Client, server: &ServerProc) -> anyhow::Result<Scrape> {
+    let resp = http
         .get(format!("{}/metrics", server.endpoint()))
         .send()
         .await?;
@@ -140,6 +145,7 @@ async fn metrics_follow_replications_and_probes_answer() -> anyhow::Result<()> {
         ("ferry_chunk_uploads_total", "counter"),
         ("ferry_api_request_duration_seconds", "histogram"),
         ("ferry_http_requests_in_flight", "gauge"),
+        ("ferry_http_connections_accepted_total", "counter"),
         ("process_resident_memory_bytes", "gauge"),
         ("process_cpu_seconds_total", "counter"),
         ("process_open_fds", "gauge"),
@@ -247,6 +253,60 @@ async fn metrics_follow_replications_and_probes_answer() -> anyhow::Result<()> {
     std::fs::remove_file(&ops_dir)?;
     let ready = h.get(format!("{}/ready", server.endpoint())).send().await?;
     assert_eq!(ready.status(), 200);
+    Ok(())
+}
+
+/// An idle agent keeps one connection across its heartbeats (no TLS handshake per beat), and the server
+/// holds a heartbeat no longer than `--long-poll` even when the interval is longer. Interval 31 s: the
+/// agent's HTTP/2 pool used to drop a connection 30 s after its last request started, so every beat
+/// came on a new connection, and the long poll was held the whole interval.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_agent_keeps_its_connection_and_long_polls_end_at_the_cap() -> anyhow::Result<()> {
+    const BEAT: &str = r#"ferry_agent_request_duration_seconds_count{code_class="2xx",route="/agent/v1/heartbeat"}"#;
+    const WITHIN_CAP: &str = r#"ferry_agent_request_duration_seconds_bucket{code_class="2xx",route="/agent/v1/heartbeat",le="2.5"}"#;
+    const ACCEPTED: &str = "ferry_http_connections_accepted_total";
+    let tmp = tempfile::tempdir()?;
+    let disk = tmp.path().join("a.img");
+    random_disk(&disk, 7, 1, 1)?;
+    let server = ServerProc::start(
+        &tmp.path().join("server"),
+        &["--heartbeat-interval", "31", "--long-poll", "2"],
+    )
+    .await?;
+    let (_, code) = server.activation_code(1).await?;
+    let _agent = AgentProc::activate(&server, &tmp.path().join("agent"), &code, &[&disk]).await?;
+    let http = http(&server)?;
+    // After the agent's first heartbeat its connection is open; the scrapes use one of their own.
+    let first = wait_for(
+        Duration::from_secs(30),
+        "the agent's first heartbeat",
+        || async {
+            let s = scrape_with(&http, &server).await?;
+            Ok((s.get(BEAT).unwrap_or(0.0) >= 1.0).then_some(s))
+        },
+    )
+    .await?;
+    let next = wait_for(
+        Duration::from_secs(60),
+        "the agent's next heartbeat",
+        || async {
+            let s = scrape_with(&http, &server).await?;
+            Ok((s.get(BEAT)? > first.get(BEAT)?).then_some(s))
+        },
+    )
+    .await?;
+    assert_eq!(
+        next.get(ACCEPTED)?,
+        first.get(ACCEPTED)?,
+        "the agent's heartbeat {} s later came on a new connection",
+        31
+    );
+    assert_eq!(
+        next.get(WITHIN_CAP)?,
+        next.get(BEAT)?,
+        "a heartbeat was held longer than --long-poll 2:\n{}",
+        next.text
+    );
     Ok(())
 }
 

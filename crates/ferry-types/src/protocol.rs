@@ -21,6 +21,9 @@ pub const VERSION: &str = "v1";
 pub const PREFIX: &str = "/agent/v1";
 /// Header carrying the server's wall clock (unix seconds) on every agent response, for the clock-skew check.
 pub const SERVER_TIME_HEADER: &str = "x-ferry-server-time";
+/// The longest a server may hold a heartbeat's long poll (`ferry server --long-poll`), in seconds. Agents
+/// give every request more time than this before they call it lost, and keep an idle connection longer.
+pub const MAX_LONG_POLL_SECS: u32 = 100;
 
 /// `POST /agent/v1/activate`: register a source server with an activation code.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -84,8 +87,9 @@ pub struct HeartbeatRequest {
     pub inventory: Option<Inventory>,
     #[serde(default)]
     pub prechecks: Option<Vec<Precheck>>,
-    /// Long poll: the server may hold the answer for up to one heartbeat interval while it has nothing new
-    /// to say (no new run, no stop), so a started job is picked up at once instead of at the next beat.
+    /// Long poll: the server may hold the answer while it has nothing new to say (no new run, no stop), for
+    /// up to one heartbeat interval and never more than its `--long-poll` (at most [`MAX_LONG_POLL_SECS`]),
+    /// so a started job is picked up at once instead of at the next beat.
     #[serde(default)]
     pub wait: bool,
 }

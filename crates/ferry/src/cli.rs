@@ -96,6 +96,10 @@ pub struct ServerArgs {
     /// Seconds between agent heartbeats.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub heartbeat_interval: u32,
+    /// Longest time a heartbeat is held while there is nothing new for the agent (at most one interval).
+    /// Keep it below the idle and response timeouts of any load balancer or proxy in front of the servers.
+    #[arg(long, default_value_t = 25, value_name = "SECS")]
+    pub long_poll: u32,
     /// Directory shared by all replicas of one deployment: objects, images, export buckets and the CA
     /// (docs/scale-out.md). Default: the data directory (one server).
     #[arg(long, value_name = "DIR")]

@@ -529,6 +529,27 @@ fn server_refuses_a_data_dir_that_is_a_file() {
 }
 
 #[test]
+fn server_refuses_a_long_poll_outside_what_agents_wait_for() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for secs in ["0", "101"] {
+        let output = ferry_bin(tmp.path())
+            .args(["server", "--listen", "127.0.0.1:0", "--long-poll", secs])
+            .arg("--data-dir")
+            .arg(tmp.path().join("data"))
+            .output()
+            .expect("run ferry server");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "--long-poll {secs} is out of range: use 1 to 100 seconds"
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn the_server_binary_serves_the_cli_and_stops_on_sigterm() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
