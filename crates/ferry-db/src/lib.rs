@@ -17,6 +17,7 @@ mod group;
 mod iam;
 mod instances;
 mod leases;
+mod notify;
 mod ops;
 mod records;
 mod tags;
@@ -37,6 +38,7 @@ pub use group::Appended;
 pub use iam::*;
 pub use instances::*;
 pub use leases::*;
+pub use notify::*;
 pub use records::*;
 pub use tags::*;
 pub use validation::*;
@@ -101,6 +103,9 @@ pub struct Db {
     /// SQLite: the group fsync of the write-ahead log that makes `pool`'s commits durable
     /// ([`group::WalSync`]). `None` on PostgreSQL, whose commits are durable when they return.
     pub(crate) wal: Option<std::sync::Arc<group::WalSync>>,
+    /// PostgreSQL: the URL, for the listening connection of [`Db::listen_source_changes`]. `None` on
+    /// SQLite (one server: nothing to tell other replicas).
+    pub(crate) postgres_url: Option<String>,
 }
 
 /// `.durable(db)` on a write to `pool`: the write's result once it is durable (see [`group::WalSync`];
@@ -185,6 +190,7 @@ impl Db {
                 relaxed: connect(url, 4, "NORMAL").await?,
                 writer: group::GroupWriter::start(pool.clone(), None),
                 wal: None,
+                postgres_url: Some(url.to_owned()),
                 pool,
             });
         }
@@ -213,6 +219,7 @@ impl Db {
             relaxed: pool.clone(),
             writer: group::GroupWriter::start(pool.clone(), wal.clone()),
             wal,
+            postgres_url: None,
             pool,
         })
     }

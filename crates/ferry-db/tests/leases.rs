@@ -187,3 +187,50 @@ async fn racing_acquirers_on_two_pools_get_one_lease() {
         other.close().await;
     }
 }
+
+/// An announced source reaches every listener, another replica's included (two `Db`s on one database),
+/// and only once per announcement; on SQLite there is nothing to listen to and announcing is a no-op.
+#[tokio::test]
+async fn source_changes_reach_every_listening_replica() {
+    for (engine, db, keep) in engines().await {
+        let common::Keep::Postgres(pg) = &keep else {
+            assert!(
+                db.listen_source_changes().await.expect("listen").is_none(),
+                "{engine}"
+            );
+            db.announce_source_changed("s-1").await.expect("announce");
+            continue;
+        };
+        let other = pg.open().await.expect("second replica");
+        let mut here = db
+            .listen_source_changes()
+            .await
+            .expect("listen")
+            .expect("pg");
+        let mut there = other
+            .listen_source_changes()
+            .await
+            .expect("listen")
+            .expect("pg");
+        db.announce_source_changed("s-1").await.expect("announce");
+        other
+            .announce_source_changed("s-2")
+            .await
+            .expect("announce");
+        for listener in [&mut here, &mut there] {
+            for want in ["s-1", "s-2"] {
+                let got = tokio::time::timeout(std::time::Duration::from_secs(10), listener.next())
+                    .await
+                    .expect("announced within 10 s")
+                    .expect("listen");
+                assert_eq!(got, SourceChange::Source(want.to_owned()), "{engine}");
+            }
+        }
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), here.next())
+                .await
+                .is_err(),
+            "{engine}: one notification per announcement"
+        );
+    }
+}

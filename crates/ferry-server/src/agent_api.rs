@@ -282,6 +282,42 @@ async fn heartbeat(State(st): St, headers: HeaderMap, body: Bytes) -> Result<Res
     })
 }
 
+/// The runs of `source_id` changed (a job started, stopped or deleted, the source deleted): wakes its
+/// polls on this replica and announces it to the other replicas, whose polls then look afresh
+/// ([`listen_to_other_replicas`]). A failed announcement only delays those agents until their poll ends.
+pub async fn source_changed(st: &AppState, source_id: &str) {
+    st.agents.wake(source_id);
+    if let Err(e) = st.db.announce_source_changed(source_id).await {
+        tracing::warn!(source_id, error = %e, "cannot tell the other replicas that a source's runs changed: its agent, if it polls another replica, learns of it when its long poll ends");
+    }
+}
+
+/// Wakes this replica's polls of every source another replica announces ([`source_changed`]), and all of
+/// them when announcements may have been lost. Returns at once on SQLite (one server).
+pub async fn listen_to_other_replicas(st: Arc<AppState>) {
+    const RETRY: Duration = Duration::from_secs(5);
+    let mut changes = loop {
+        match st.db.listen_source_changes().await {
+            Ok(Some(c)) => break c,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for other replicas' run changes; retrying in 5 s");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    loop {
+        match changes.next().await {
+            Ok(ferry_db::SourceChange::Source(id)) => st.agents.wake(&id),
+            Ok(ferry_db::SourceChange::Missed) => st.agents.wake_all(),
+            Err(e) => {
+                tracing::warn!(error = %e, "lost the connection that hears other replicas' run changes; reconnecting in 5 s");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
 /// The agents this replica talks to: per-source wake-ups of long-polling heartbeats, and the heartbeats
 /// received but not yet written to the database.
 ///

@@ -266,6 +266,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
             .await
     });
     workers::spawn_all(state.clone());
+    tokio::spawn(agent_api::listen_to_other_replicas(state.clone()));
     compute::spawn(state.clone());
     tracing::info!(%addr, ca = %tls.ca_fingerprint, "ferry server listening");
     Ok(RunningServer {

@@ -74,6 +74,51 @@ impl Clients {
     }
 }
 
+/// An agent long-polls one replica; its job is started through another. The other replica announces the
+/// change (PostgreSQL NOTIFY), so the agent starts uploading at once instead of when its 25 s poll ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_started_through_another_replica_reaches_the_polling_agent_at_once()
+-> anyhow::Result<()> {
+    const UPLOADS: &str = r#"ferry_agent_request_duration_seconds_count{code_class="2xx",route="/agent/v1/runs/{run}/chunks/{digest}"}"#;
+    let Some(pg) =
+        test_postgres("a_run_started_through_another_replica_reaches_the_polling_agent_at_once")
+            .await?
+    else {
+        return Ok(());
+    };
+    let tmp = tempfile::tempdir()?;
+    let shared = tmp.path().join("shared");
+    // The default long poll (25 s) inside a 30 s interval, as in production.
+    let args = ["--heartbeat-interval", "30"];
+    let polled = ServerProc::start_replica(&tmp.path().join("r0"), &pg.url, &shared, &args).await?;
+    let other = ServerProc::start_replica(&tmp.path().join("r1"), &pg.url, &shared, &args).await?;
+    let (_, code) = polled.activation_code(1).await?;
+    let d = disk(tmp.path(), 5, 2)?;
+    let agent = AgentProc::activate(&polled, &tmp.path().join("agent"), &code, &[&d]).await?;
+    let client = other.client()?;
+    // Available once its first heartbeat arrived, which the replica then holds for 25 s.
+    wait_source(&client, &agent.source_id).await?;
+    let started = Instant::now();
+    start_job(&client, &agent.source_id, &[]).await?;
+    wait_for(
+        Duration::from_secs(60),
+        "the agent's first chunk upload",
+        || async {
+            Ok(ferry_test_utils::stack::metric(&polled, UPLOADS)
+                .await
+                .ok()
+                .filter(|n| *n > 0))
+        },
+    )
+    .await?;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the agent began uploading {took:?} after the start through the other replica: it was not woken"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_share_the_work_and_survive_a_kill9() -> anyhow::Result<()> {
     let Some(pg) = test_postgres("three_replicas_share_the_work_and_survive_a_kill9").await? else {

@@ -21,7 +21,7 @@ use ferry_types::protocol::{ReplicateTask, RunFinish, RunProgress};
 use serde::{Deserialize, Serialize};
 
 use super::OrInternal;
-use crate::AppState;
+use crate::{AppState, agent_api};
 
 /// Seconds in a day and an hour, for the job clock's arithmetic.
 pub const DAY: i64 = 86_400;
@@ -786,7 +786,7 @@ pub async fn start(st: &AppState, job_id: &str, kind: &str) -> Result<(), ApiErr
         .or_internal()?;
     st.db.job_set_progress(job_id, 0.0).await.or_internal()?;
     st.tasks_changed.notify_waiters();
-    st.agents.wake(&job.source_id);
+    agent_api::source_changed(st, &job.source_id).await;
     Ok(())
 }
 
@@ -824,7 +824,7 @@ pub async fn stop(st: &AppState, job_id: &str) -> Result<(), ApiError> {
         }
     }
     st.tasks_changed.notify_waiters();
-    st.agents.wake(&job.source_id);
+    agent_api::source_changed(st, &job.source_id).await;
     Ok(())
 }
 
@@ -1215,7 +1215,7 @@ pub async fn delete(st: &AppState, job_id: &str) -> Result<(), ApiError> {
         ));
     }
     st.tasks_changed.notify_waiters();
-    st.agents.wake(&job.source_id);
+    agent_api::source_changed(st, &job.source_id).await;
     st.wake.notify_waiters();
     Ok(())
 }
@@ -1361,7 +1361,7 @@ pub async fn delete_source(st: &AppState, source_id: &str, force: bool) -> Resul
     st.db.workgroup_drop_source(source_id).await.or_internal()?;
     st.db.source_delete(source_id).await.or_internal()?;
     st.tasks_changed.notify_waiters();
-    st.agents.wake(source_id);
+    agent_api::source_changed(st, source_id).await;
     st.wake.notify_waiters();
     Ok(())
 }
