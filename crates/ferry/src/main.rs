@@ -7,6 +7,10 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use ferry::cli::{Cli, Command, LogFormat};
 
+/// mimalloc rather than glibc's malloc (docs/decisions.md §14).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
