@@ -91,6 +91,15 @@ impl ServerProc {
         format!("https://127.0.0.1:{}", self.port)
     }
 
+    /// Tests beat every second unless they choose their own interval.
+    fn default_interval(&self) -> &'static [&'static str] {
+        if self.extra_args.iter().any(|a| a == "--heartbeat-interval") {
+            &[]
+        } else {
+            &["--heartbeat-interval", "1"]
+        }
+    }
+
     /// (Re)starts the process on the same port and data directory.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.data_dir)?;
@@ -100,13 +109,7 @@ impl ServerProc {
             .arg(&self.data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
-            .args(
-                // Tests beat every second unless they choose their own interval.
-                Some(["--heartbeat-interval", "1"])
-                    .filter(|_| !self.extra_args.iter().any(|a| a == "--heartbeat-interval"))
-                    .into_iter()
-                    .flatten(),
-            )
+            .args(self.default_interval())
             .args(&self.extra_args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")

@@ -257,13 +257,14 @@ async fn metrics_follow_replications_and_probes_answer() -> anyhow::Result<()> {
 }
 
 /// An idle agent keeps one connection across its heartbeats (no TLS handshake per beat), and the server
-/// holds a heartbeat no longer than `--long-poll` even when the interval is longer. Interval 31 s: the
+/// holds a heartbeat no longer than `--long-poll` even when the interval is longer (2 s, so every beat is
+/// answered within 5 s, a margin for a loaded machine). Interval 31 s: the
 /// agent's HTTP/2 pool used to drop a connection 30 s after its last request started, so every beat
 /// came on a new connection, and the long poll was held the whole interval.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_agent_keeps_its_connection_and_long_polls_end_at_the_cap() -> anyhow::Result<()> {
     const BEAT: &str = r#"ferry_agent_request_duration_seconds_count{code_class="2xx",route="/agent/v1/heartbeat"}"#;
-    const WITHIN_CAP: &str = r#"ferry_agent_request_duration_seconds_bucket{code_class="2xx",route="/agent/v1/heartbeat",le="2.5"}"#;
+    const WITHIN_CAP: &str = r#"ferry_agent_request_duration_seconds_bucket{code_class="2xx",route="/agent/v1/heartbeat",le="5"}"#;
     const ACCEPTED: &str = "ferry_http_connections_accepted_total";
     let tmp = tempfile::tempdir()?;
     let disk = tmp.path().join("a.img");
@@ -298,8 +299,7 @@ async fn an_idle_agent_keeps_its_connection_and_long_polls_end_at_the_cap() -> a
     assert_eq!(
         next.get(ACCEPTED)?,
         first.get(ACCEPTED)?,
-        "the agent's heartbeat {} s later came on a new connection",
-        31
+        "the agent's heartbeat 31 s later came on a new connection"
     );
     assert_eq!(
         next.get(WITHIN_CAP)?,
