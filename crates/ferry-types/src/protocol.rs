@@ -88,8 +88,8 @@ pub struct HeartbeatRequest {
     #[serde(default)]
     pub prechecks: Option<Vec<Precheck>>,
     /// Long poll: the server may hold the answer while it has nothing new to say (no new run, no stop), for
-    /// up to one heartbeat interval and never more than its `--long-poll` (at most [`MAX_LONG_POLL_SECS`]),
-    /// so a started job is picked up at once instead of at the next beat.
+    /// up to one heartbeat interval and never more than its `--long-poll` (100 s at most), so a started job
+    /// is picked up at once instead of at the next beat.
     #[serde(default)]
     pub wait: bool,
 }
