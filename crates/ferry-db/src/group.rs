@@ -5,11 +5,10 @@
 //! answer; the task takes everything queued (up to [`MAX_BATCH`]) and writes it in one transaction, so a
 //! burst of calls costs one commit (on SQLite one turn on the write connection plus a share of a log
 //! fsync, [`WalSync`]; one WAL flush on PostgreSQL) and, for the audit trail, one lock of the chain's
-//! head row instead of one each. While a
-//! batch commits, the next one gathers. Nothing is answered before its batch is durable, so the
-//! guarantees of the single writes are kept: a nonce is used once, an audit record is on disk before the
-//! call it records is answered, and the chain never forks (appends from other processes still take turns
-//! on the head row).
+//! head row instead of one each. While a batch commits, the next one gathers. Nothing is answered before
+//! its batch is durable, so the guarantees of the single writes are kept: a nonce is used once, an audit
+//! record is on disk before the call it records is answered, and the chain never forks (appends from
+//! other processes still take turns on the head row).
 //!
 //! A batch that fails with a retryable error (busy database, lost race) is retried whole; any other error
 //! is answered to every caller in it, and nothing of it was written.

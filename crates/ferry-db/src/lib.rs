@@ -207,7 +207,8 @@ impl Db {
                 url: redact(url),
                 source: sqlx::Error::Configuration(
                     format!(
-                        "the write-ahead log {} is not where Ferry syncs it; use a plain                          sqlite://PATH URL or report this as a bug",
+                        "the write-ahead log {} is not where Ferry syncs it; use a plain \
+                         sqlite://PATH URL or report this as a bug",
                         w.log_path().display()
                     )
                     .into(),
