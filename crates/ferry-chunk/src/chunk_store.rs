@@ -191,7 +191,7 @@ impl ChunkStore {
     ) -> Result<PutOutcome, ChunkStoreError> {
         let d = *digest;
         let checked = blob.clone();
-        tokio::task::spawn_blocking(move || blob::decode_cow(&checked, &d).map(drop))
+        crate::bulk::blocking(move || blob::decode_cow(&checked, &d).map(drop))
             .await
             .map_err(ChunkStoreError::Task)?
             .map_err(|source| ChunkStoreError::Rejected { digest: d, source })?;
@@ -267,7 +267,7 @@ impl ChunkStore {
     pub async fn get(&self, digest: &Digest) -> Result<Vec<u8>, ChunkStoreError> {
         let blob = self.get_blob(digest).await?;
         let d = *digest;
-        tokio::task::spawn_blocking(move || blob::decode(&blob, &d))
+        crate::bulk::blocking(move || blob::decode(&blob, &d))
             .await
             .map_err(ChunkStoreError::Task)?
             .map_err(|source| ChunkStoreError::Corrupt { digest: d, source })

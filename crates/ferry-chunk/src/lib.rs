@@ -10,6 +10,8 @@
 //! - [`s3`]: [`S3Store`], the [`ObjectStore`] on an S3-compatible bucket.
 //! - [`pack`]: pack format v1, which groups chunks into few large objects for stores where objects are
 //!   expensive (S3).
+//! - [`bulk`]: the bulk pool, lower-priority threads for data-moving work, so API calls stay quick in a
+//!   migration wave.
 //! - [`chunk_store`]: [`ChunkStore`], chunks and indexes on an object store, verified on the way in and out
 //!   (one object per chunk, or packed).
 //!
@@ -18,6 +20,7 @@
 //! decoders are pure, bounded in what they allocate, and never panic on input.
 
 pub mod blob;
+pub mod bulk;
 pub mod chunk_store;
 pub mod digest;
 pub mod index;

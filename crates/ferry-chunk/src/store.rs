@@ -431,7 +431,7 @@ impl LocalStore {
         key: &str,
         f: impl FnOnce() -> io::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        match tokio::task::spawn_blocking(f).await {
+        match crate::bulk::blocking(f).await {
             Ok(r) => r.map_err(|e| self.map_err(key, e)),
             Err(join) => Err(StoreError::Io {
                 key: key.to_string(),

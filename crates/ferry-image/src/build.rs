@@ -146,7 +146,7 @@ async fn build(
     // Verification and conversion both only read the raw image: run them side by side. Nothing is
     // reported as built unless verification passed (the caller removes every output on error).
     let (path, idx) = (raw.to_path_buf(), index.clone());
-    let verify = tokio::task::spawn_blocking(move || crate::verify_raw_against(&path, &idx));
+    let verify = ferry_chunk::bulk::blocking(move || crate::verify_raw_against(&path, &idx));
     let converts = async {
         for (format, dst) in &outputs {
             convert(raw, dst, *format).await?;

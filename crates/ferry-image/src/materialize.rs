@@ -24,7 +24,7 @@ fn concurrency() -> usize {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
 ) -> Result<T, ImageError> {
-    tokio::task::spawn_blocking(f)
+    ferry_chunk::bulk::blocking(f)
         .await
         .map_err(ImageError::Task)?
 }

@@ -90,13 +90,14 @@ impl FromStr for ImageFormat {
     }
 }
 
-/// Runs `program` with `args`; a missing program is [`ImageError::QemuImgMissing`].
+/// Runs `program` with `args`, started from the bulk pool (`ferry_chunk::bulk`) so that it runs at its
+/// lower priority; a missing program is [`ImageError::QemuImgMissing`].
 async fn run(program: &str, args: &[&std::ffi::OsStr]) -> Result<Output, ImageError> {
-    tokio::process::Command::new(program)
-        .args(args)
-        .kill_on_drop(true)
-        .output()
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).kill_on_drop(true);
+    ferry_chunk::bulk::run(async move { cmd.output().await })
         .await
+        .map_err(ImageError::Task)?
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 ImageError::QemuImgMissing

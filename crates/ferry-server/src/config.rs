@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// MiB kept free on the data volume for the database, the audit trail and the logs: chunk uploads and
     /// image builds pause (the run waits, the API keeps answering) rather than eat into it.
     pub reserve_mib: u64,
+    /// The nice value of the threads that check and write uploads and build images (`ferry_chunk::bulk`),
+    /// 0 to 19: the higher, the sooner they yield the CPU to API calls; 0 = the server's own priority.
+    pub bulk_nice: i32,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             lease_ttl_secs: 30,
             object_store: None,
             reserve_mib: 256,
+            bulk_nice: ferry_chunk::bulk::DEFAULT_NICE,
         }
     }
 }
@@ -98,6 +102,12 @@ impl ServerConfig {
                 "--long-poll {} is out of range: use 1 to {} seconds",
                 self.long_poll_secs,
                 ferry_types::protocol::MAX_LONG_POLL_SECS,
+            )));
+        }
+        if !(0..=19).contains(&self.bulk_nice) {
+            return Err(ServerError::Config(format!(
+                "--bulk-nice {} is out of range: use 0 (the server's own priority) to 19 (the lowest)",
+                self.bulk_nice
             )));
         }
         if !(3..=3600).contains(&self.lease_ttl_secs) {

@@ -159,6 +159,14 @@ fn endpoint_for(addr: SocketAddr) -> String {
 /// the listener, and spawns the HTTP service and the workers.
 pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     cfg.validate()?;
+    if !ferry_chunk::bulk::set_nice(cfg.bulk_nice) && ferry_chunk::bulk::nice() != cfg.bulk_nice {
+        // Only when several servers share one process (tests): the first one's value holds.
+        tracing::warn!(
+            requested = cfg.bulk_nice,
+            running = ferry_chunk::bulk::nice(),
+            "the bulk pool is already running at another nice value"
+        );
+    }
     let data = cfg.data_dir.clone();
     let shared = cfg.shared_root().to_owned();
     for dir in [

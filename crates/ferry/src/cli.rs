@@ -100,6 +100,11 @@ pub struct ServerArgs {
     /// Keep it below the idle and response timeouts of any load balancer or proxy in front of the servers.
     #[arg(long, default_value_t = 25, value_name = "SECS")]
     pub long_poll: u32,
+    /// Nice value (0-19) of the threads that check and store uploaded chunks and build images: they use
+    /// all the CPU that is free, and yield it to API calls when a migration wave saturates the machine.
+    /// 0 runs them at the server's own priority.
+    #[arg(long, default_value_t = ferry_chunk::bulk::DEFAULT_NICE, value_name = "N")]
+    pub bulk_nice: i32,
     /// Directory shared by all replicas of one deployment: objects, images, export buckets and the CA
     /// (docs/scale-out.md). Default: the data directory (one server).
     #[arg(long, value_name = "DIR")]

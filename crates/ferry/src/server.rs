@@ -27,6 +27,7 @@ pub fn server_config(conn: &ConnectionArgs, args: &ServerArgs) -> ServerConfig {
             .unwrap_or_else(|| DEFAULT_REGION.to_owned()),
         heartbeat_interval_secs: args.heartbeat_interval,
         long_poll_secs: args.long_poll,
+        bulk_nice: args.bulk_nice,
         shared_dir: args.shared_dir.clone(),
         lease_ttl_secs: args.lease_ttl,
         reserve_mib: args.reserve_mib,

@@ -528,23 +528,36 @@ fn server_refuses_a_data_dir_that_is_a_file() {
     assert!(stderr.contains("error: "), "{stderr}");
 }
 
+/// Starts `ferry server` with `option` and checks that it stops at once with `message`.
+fn assert_server_refuses(option: &str, message: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let output = ferry_bin(tmp.path())
+        .args(["server", "--listen", "127.0.0.1:0", option])
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .output()
+        .expect("run ferry server");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(message), "{stderr}");
+}
+
 #[test]
 fn server_refuses_a_long_poll_outside_what_agents_wait_for() {
-    let tmp = tempfile::tempdir().expect("tempdir");
     for secs in ["0", "101"] {
-        let output = ferry_bin(tmp.path())
-            .args(["server", "--listen", "127.0.0.1:0", "--long-poll", secs])
-            .arg("--data-dir")
-            .arg(tmp.path().join("data"))
-            .output()
-            .expect("run ferry server");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
-        assert!(
-            stderr.contains(&format!(
-                "--long-poll {secs} is out of range: use 1 to 100 seconds"
-            )),
-            "{stderr}"
+        assert_server_refuses(
+            &format!("--long-poll={secs}"),
+            &format!("--long-poll {secs} is out of range: use 1 to 100 seconds"),
+        );
+    }
+}
+
+#[test]
+fn server_refuses_a_bulk_nice_outside_what_the_kernel_takes() {
+    for nice in ["-1", "20"] {
+        assert_server_refuses(
+            &format!("--bulk-nice={nice}"),
+            &format!("--bulk-nice {nice} is out of range: use 0 (the server's own priority) to 19"),
         );
     }
 }

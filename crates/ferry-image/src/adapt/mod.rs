@@ -153,7 +153,7 @@ pub struct GuestInfo {
 pub async fn adapt(disks: &[PathBuf], opts: &AdaptOptions) -> Result<AdaptReport, AdaptError> {
     let disks = disks.to_vec();
     let opts = opts.clone();
-    tokio::task::spawn_blocking(move || steps::adapt_blocking(&disks, &opts))
+    ferry_chunk::bulk::blocking(move || steps::adapt_blocking(&disks, &opts))
         .await
         .map_err(|e| AdaptError::Task(e.to_string()))?
 }
@@ -163,7 +163,7 @@ pub async fn adapt(disks: &[PathBuf], opts: &AdaptOptions) -> Result<AdaptReport
 /// Errors as [`adapt`]'s; [`AdaptError::NoOperatingSystem`] when no disk holds a Linux system.
 pub async fn detect(disks: &[PathBuf]) -> Result<GuestInfo, AdaptError> {
     let disks = disks.to_vec();
-    tokio::task::spawn_blocking(move || steps::detect_blocking(&disks))
+    ferry_chunk::bulk::blocking(move || steps::detect_blocking(&disks))
         .await
         .map_err(|e| AdaptError::Task(e.to_string()))?
 }

@@ -250,7 +250,7 @@ pub async fn adapt_image(
                         u32::try_from(s.chunk_size).unwrap_or(ferry_chunk::DEFAULT_CHUNK_SIZE)
                     });
                 let index =
-                    tokio::task::spawn_blocking(move || ferry_image::index_of_image(&path, chunk))
+                    ferry_chunk::bulk::blocking(move || ferry_image::index_of_image(&path, chunk))
                         .await??;
                 st.db
                     .image_disk_digest_put(
