@@ -5,10 +5,13 @@
 //! answer; the task takes everything queued (up to [`MAX_BATCH`]) and writes it in one transaction, so a
 //! burst of calls costs one commit (on SQLite one turn on the write connection plus a share of a log
 //! fsync, [`WalSync`]; one WAL flush on PostgreSQL) and, for the audit trail, one lock of the chain's
-//! head row instead of one each. While a batch commits, the next one gathers. Nothing is answered before
-//! its batch is durable, so the guarantees of the single writes are kept: a nonce is used once, an audit
-//! record is on disk before the call it records is answered, and the chain never forks (appends from
-//! other processes still take turns on the head row).
+//! head row instead of one each. While a batch commits, the next one gathers; on SQLite, while a batch's
+//! log is synced, the next one commits. The guarantees of the single writes are kept: a nonce is used once
+//! (its check is the commit), an audit record is on disk before the call it records is answered, and the
+//! chain never forks (appends from other processes still take turns on the head row). A nonce is
+//! answered at its commit, before the log sync: the call it admits is answered only once that call's
+//! audit record is durable, and the sync that makes it so covers every commit before it, the nonce's
+//! included.
 //!
 //! A batch that fails with a retryable error (busy database, lost race) is retried whole; any other error
 //! is answered to every caller in it, and nothing of it was written.
@@ -19,7 +22,7 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AUDIT_GENESIS_HASH, AUDIT_HEAD_KEY, AuditAnchor, AuditIndex, AuditRecord};
-use crate::{DbError, Durable as _, Result, now};
+use crate::{DbError, Result, now};
 
 /// Operations written per transaction at most.
 const MAX_BATCH: usize = 256;
@@ -101,7 +104,7 @@ async fn run(pool: AnyPool, wal: Option<Arc<WalSync>>, mut rx: mpsc::UnboundedRe
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
-            match write(&pool, wal.as_deref(), &batch, purge).await {
+            match write(&pool, &batch, purge).await {
                 Err(DbError::Sql(e))
                     if attempt < BATCH_ATTEMPTS && crate::audit::is_retryable(&e) =>
                 {
@@ -114,8 +117,39 @@ async fn run(pool: AnyPool, wal: Option<Arc<WalSync>>, mut rx: mpsc::UnboundedRe
         if purge && outcome.is_ok() {
             purged_at = now();
         }
-        answer(batch.drain(..), outcome);
+        let ops = std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH));
+        match (outcome, &wal) {
+            (Ok(done), Some(wal)) => {
+                // Committed, not yet durable. Nonces are answered now: the call they admit is answered
+                // only after its audit record is durable, and syncing the log for that record makes every
+                // earlier commit durable too. Audit appends wait for the sync, off this task, so that the
+                // next batch commits meanwhile (its sync is then shared, `WalSync`).
+                let (nonces, appends): (Vec<_>, Vec<_>) = ops
+                    .into_iter()
+                    .zip(done.answers)
+                    .partition(|(op, _)| matches!(op, Op::Nonce { .. }));
+                answer(nonces, Ok(done.head.clone()));
+                if !appends.is_empty() {
+                    let wal = wal.clone();
+                    tokio::spawn(async move {
+                        let synced = wal.synced().await.map_err(DbError::from);
+                        answer(appends, synced.map(|()| done.head));
+                    });
+                }
+            }
+            (Ok(done), None) => {
+                // PostgreSQL: the commit itself was durable.
+                answer(ops.into_iter().zip(done.answers).collect(), Ok(done.head));
+            }
+            (Err(e), _) => fail(ops, &e),
+        }
     }
+}
+
+/// A committed batch: the answers, in the batch's order, and the audit chain's new head if it appended.
+struct Committed {
+    answers: Vec<Answer>,
+    head: Option<AuditAnchor>,
 }
 
 /// What a committed batch answers, in the batch's order.
@@ -124,55 +158,55 @@ enum Answer {
     Audit(Box<AuditRecord>),
 }
 
-fn answer(ops: impl Iterator<Item = Op>, outcome: Result<(Vec<Answer>, Option<AuditAnchor>)>) {
-    match outcome {
-        Ok((answers, head)) => {
-            for (op, a) in ops.zip(answers) {
-                match (op, a) {
-                    (Op::Nonce { reply, .. }, Answer::Nonce(fresh)) => {
-                        let _ = reply.send(Ok(fresh));
-                    }
-                    (Op::Audit { reply, .. }, Answer::Audit(record)) => {
-                        let head = head.clone().expect("a batch that appends has a head");
-                        let _ = reply.send(Ok(Appended {
-                            record: *record,
-                            head,
-                        }));
-                    }
-                    _ => unreachable!("answers are made in the order of the operations"),
-                }
+/// Answers committed operations, each paired with its answer; `head` is the chain's head after the
+/// batch (`Err` if the batch could not be made durable).
+fn answer(done: Vec<(Op, Answer)>, head: Result<Option<AuditAnchor>>) {
+    let head = match head {
+        Ok(head) => head,
+        Err(e) => return fail(done.into_iter().map(|(op, _)| op).collect(), &e),
+    };
+    for pair in done {
+        match pair {
+            (Op::Nonce { reply, .. }, Answer::Nonce(fresh)) => {
+                let _ = reply.send(Ok(fresh));
             }
+            (Op::Audit { reply, .. }, Answer::Audit(record)) => {
+                let head = head.clone().expect("a batch that appends has a head");
+                let _ = reply.send(Ok(Appended {
+                    record: *record,
+                    head,
+                }));
+            }
+            _ => unreachable!("answers are made in the order of the operations"),
         }
-        Err(e) => {
-            // sqlx errors are not Clone: each caller gets the message.
-            let message = e.to_string();
-            for op in ops {
-                let err = || {
-                    DbError::Sql(sqlx::Error::Protocol(format!(
-                        "batched write failed: {message}"
-                    )))
-                };
-                match op {
-                    Op::Nonce { reply, .. } => {
-                        let _ = reply.send(Err(err()));
-                    }
-                    Op::Audit { reply, .. } => {
-                        let _ = reply.send(Err(err()));
-                    }
-                }
+    }
+}
+
+/// Answers every operation of a batch that failed with `e`.
+fn fail(ops: Vec<Op>, e: &DbError) {
+    // sqlx errors are not Clone: each caller gets the message.
+    let message = e.to_string();
+    for op in ops {
+        let err = || {
+            DbError::Sql(sqlx::Error::Protocol(format!(
+                "batched write failed: {message}"
+            )))
+        };
+        match op {
+            Op::Nonce { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            Op::Audit { reply, .. } => {
+                let _ = reply.send(Err(err()));
             }
         }
     }
 }
 
-/// Writes `ops` in one transaction; returns their answers and, when the batch appended audit records,
-/// the new head.
-async fn write(
-    pool: &AnyPool,
-    wal: Option<&WalSync>,
-    ops: &[Op],
-    purge_nonces: bool,
-) -> Result<(Vec<Answer>, Option<AuditAnchor>)> {
+/// Writes `ops` in one transaction and commits it; returns their answers and, when the batch appended
+/// audit records, the new head. On SQLite the commit is not durable until the log is synced
+/// ([`WalSync`]); on PostgreSQL it is.
+async fn write(pool: &AnyPool, ops: &[Op], purge_nonces: bool) -> Result<Committed> {
     let t = now();
     let mut tx = pool.begin().await?;
     let appends = ops.iter().any(|op| matches!(op, Op::Audit { .. }));
@@ -235,8 +269,8 @@ async fn write(
         }
         _ => None,
     };
-    tx.commit().durable_with(wal).await?;
-    Ok((answers, head))
+    tx.commit().await?;
+    Ok(Committed { answers, head })
 }
 
 /// Group commit for every durable write on SQLite (docs/scale-out.md, "A large fleet").
@@ -376,6 +410,67 @@ mod tests {
             (1..64).contains(&ran),
             "64 concurrent waiters ran {ran} syncs"
         );
+    }
+
+    #[tokio::test]
+    async fn a_nonce_is_answered_at_its_commit_and_an_audit_record_once_the_log_is_synced() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = crate::Db::open_sqlite(&dir.path().join("x.db"))
+            .await
+            .expect("open");
+        let wal = db.wal.clone().expect("SQLite syncs its log");
+        // A log sync that does not finish (as on a disk busy with a wave's uploads).
+        let stalled = wal.file.lock().await;
+        let far = now() + 3600;
+        let fresh = tokio::time::timeout(Duration::from_secs(10), db.nonce_use("n-1", far))
+            .await
+            .expect("the nonce is answered while the log sync is stalled")
+            .expect("nonce");
+        assert!(fresh);
+        let event = serde_json::json!({
+            "eventId": "E-1", "eventName": "DescribeSourceServers", "eventSource": "smc.aliyuncs.com",
+            "eventTime": "2026-11-27T10:00:00Z", "eventType": "ApiCall", "eventVersion": "1",
+            "eventRW": "Read", "serviceName": "Smc", "requestId": "R-1",
+            "userIdentity": {"type": "root-account"},
+        });
+        let db2 = db.clone();
+        let append = tokio::spawn(async move { db2.audit_append(&event).await });
+        // The append is committed (readers see it) but not answered.
+        let committed = async {
+            loop {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+                    .fetch_one(&db.read)
+                    .await
+                    .expect("count");
+                if n == 1 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), committed)
+            .await
+            .expect("the append commits while the log sync is stalled");
+        // A later batch is not held up by the earlier one's sync.
+        let reuse = tokio::time::timeout(Duration::from_secs(10), db.nonce_use("n-1", far))
+            .await
+            .expect("a later batch commits while an earlier one waits for its sync")
+            .expect("nonce");
+        assert!(!reuse, "a used nonce is refused");
+        assert!(
+            !append.is_finished(),
+            "an audit record is answered before the log is synced"
+        );
+        let synced_before = wal.syncs.load(SeqCst);
+        drop(stalled);
+        let record = tokio::time::timeout(Duration::from_secs(10), append)
+            .await
+            .expect("answered once the log is synced")
+            .expect("task")
+            .expect("append");
+        assert_eq!(record.seq, 1);
+        assert!(wal.syncs.load(SeqCst) > synced_before);
     }
 
     #[test]

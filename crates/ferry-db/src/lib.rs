@@ -114,13 +114,8 @@ pub(crate) trait Durable<T>:
     std::future::Future<Output = Result<T, sqlx::Error>> + Sized
 {
     async fn durable(self, db: &Db) -> Result<T, sqlx::Error> {
-        self.durable_with(db.wal.as_deref()).await
-    }
-
-    /// [`Durable::durable`] with the log sync given directly (for the group writer, which has no `Db`).
-    async fn durable_with(self, wal: Option<&group::WalSync>) -> Result<T, sqlx::Error> {
         let out = self.await?;
-        if let Some(wal) = wal {
+        if let Some(wal) = &db.wal {
             wal.synced().await?;
         }
         Ok(out)
