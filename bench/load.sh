@@ -33,8 +33,11 @@ Usage: bench/load.sh [options]
   --describe-rate X    calls per second of each Describe action (default 10)
   --replicas K         replicas in setup (b) (default 3)
   --pin                pin the servers (and PostgreSQL) to CPU 0 and the load generator to CPU 1
-  --nice-generator     run the load generator at nice 19: it takes only the CPU the servers leave, as
-                       agents on other machines would
+  --nice-generator     run the simulated agents at nice 19: they take only the CPU the servers leave, as
+                       agents on other machines would; the Describe calls keep their own thread at
+                       normal priority (an API client on its own machine)
+  --idle-generator     run the simulated agents under SCHED_IDLE: they get the CPU only when the servers
+                       do not want it (nice 19 still delays them on this kernel); Describe calls as above
   --workdir DIR        data directories and logs (default bench-out/load; wiped per setup)
   --no-build           use the binaries already in target/release
 EOF
@@ -53,6 +56,7 @@ DESCRIBE_RATE=10
 REPLICAS=3
 PIN=0
 NICE_GEN=0
+IDLE_GEN=0
 WORKDIR=$ROOT/bench-out/load
 BUILD=1
 while [ $# -gt 0 ]; do
@@ -69,6 +73,7 @@ while [ $# -gt 0 ]; do
     --replicas) REPLICAS=$2; shift 2 ;;
     --pin) PIN=1; shift ;;
     --nice-generator) NICE_GEN=1; shift ;;
+    --idle-generator) IDLE_GEN=1; shift ;;
     --workdir) WORKDIR=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -99,8 +104,12 @@ if [ "$PIN" = 1 ]; then
   SERVER_CPU=(taskset -c 0)
   LOADGEN_CPU=(taskset -c 1)
 fi
+AGENTS_PRIORITY=(--agents-nice 0)
 if [ "$NICE_GEN" = 1 ]; then
-  LOADGEN_CPU=(nice -n 19 "${LOADGEN_CPU[@]}")
+  AGENTS_PRIORITY=(--agents-nice 19)
+fi
+if [ "$IDLE_GEN" = 1 ]; then
+  AGENTS_PRIORITY+=(--agents-idle)
 fi
 
 PIDS=()
@@ -206,7 +215,7 @@ run_step() {
   log "setup ($setup): heartbeat interval ${interval} s, ${SOURCES} sources, ${RUNS} runs, ${WARMUP} s warm-up, ${duration} s measured"
   "${LOADGEN_CPU[@]}" "$LOADGEN" "${endpoints[@]}" --credentials "$CREDS" --sources "$SOURCES" --runs "$RUNS" \
     --disk-mib "$DISK_MIB" --warmup "$WARMUP" --duration "$duration" --describe-rate "$DESCRIBE_RATE" \
-    --work-dir "$dir/disks" --state-file "$dir/agents.json" "${watch[@]}" --out "$out" >/dev/null \
+    --work-dir "$dir/disks" --state-file "$dir/agents.json" "${AGENTS_PRIORITY[@]}" "${watch[@]}" --out "$out" >/dev/null \
     2>>"$dir/loadgen.log" || { echo "loadgen failed: see $dir/loadgen.log" >&2; return 1; }
   python3 - "$out" <<'EOF' >&2
 import json, sys
@@ -267,10 +276,10 @@ done
 
 mkdir -p "$ROOT/bench/results"
 OUT=$ROOT/bench/results/load-$(date -u +%Y%m%d-%H%M%S).json
-python3 - "$OUT" "$(nproc)" "$(grep MemTotal /proc/meminfo | awk '{print $2}')" "$PIN" "$NICE_GEN" "${RESULTS[@]}" <<'EOF'
+python3 - "$OUT" "$(nproc)" "$(grep MemTotal /proc/meminfo | awk '{print $2}')" "$PIN" "$NICE_GEN" "$IDLE_GEN" "${RESULTS[@]}" <<'EOF'
 import json, sys
 out, cpus, mem_kib, pin = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-nice_gen = sys.argv[5] == "1"
+nice_gen, idle_gen = sys.argv[5] == "1", sys.argv[6] == "1"
 def passes(r):
     h = r["heartbeats"]
     return (all(r[k]["p99_ms"] < 100 and r[k]["errors"] == 0 and r[k]["shed"] == 0 and r[k]["count"] > 0
@@ -278,7 +287,7 @@ def passes(r):
             and h["errors"] == 0 and h["per_sec"] >= 0.9 * h["expected_per_sec"]
             and r["unavailable_sources_at_end"] == 0)
 setups = {}
-for arg in sys.argv[6:]:
+for arg in sys.argv[7:]:
     name, files = arg.split("=", 1)
     steps = [json.load(open(f)) for f in files.split(",") if f]
     for s in steps:
@@ -291,7 +300,8 @@ for arg in sys.argv[6:]:
         "carried_equivalent_sources_at_30s": round(carried["heartbeats"]["expected_per_sec"] * 30) if carried else 0,
     }
 doc = {"format": "ferry-load-bench", "version": 1, "cpus": cpus, "mem_gib": round(mem_kib / 2**20, 1),
-       "pinned": pin, "generator_nice": 19 if nice_gen else 0, "setups": setups}
+       "pinned": pin, "generator_nice": 19 if nice_gen else 0,
+       "generator_sched": "idle" if idle_gen else "normal", "setups": setups}
 a, b = setups.get("a"), setups.get("b")
 if a and b and a["carried_heartbeats_per_sec"]:
     doc["ratio_b_over_a"] = b["carried_heartbeats_per_sec"] / a["carried_heartbeats_per_sec"]

@@ -21,7 +21,8 @@
 //! - **Describe sampling**: `DescribeSourceServers` and `DescribeReplicationJobs` (PageSize 50, random
 //!   pages, one call in four with a State/Status filter), each at `describe_rate` calls per second,
 //!   open-loop (a slow answer does not delay the next call, so queueing shows in the latency), signed with
-//!   the root key like any SDK. Latencies are kept whole and sorted for the percentiles.
+//!   the root key like any SDK, on their own connections and, given `SimConfig::probe`, their own runtime.
+//!   Latencies are kept whole and sorted for the percentiles.
 //!
 //! Only what starts inside the measured window (after `warmup`) is counted. The simulator never kills or
 //! configures servers: the caller starts them and passes their endpoints (and PIDs, for CPU and RSS).
@@ -97,6 +98,10 @@ pub struct SimConfig {
     pub state_file: Option<PathBuf>,
     /// Server process IDs whose CPU and memory (with their descendants) are reported.
     pub server_pids: Vec<(String, u32)>,
+    /// The runtime the Describe samplers run on, with their own connections; `None` = the caller's.
+    /// `ferry-loadgen --agents-nice` gives them one at normal priority while the simulated agents run at
+    /// a low one, as an API client on its own machine would not wait for the agents' CPU.
+    pub probe: Option<tokio::runtime::Handle>,
 }
 
 /// Latency figures of one kind of call, in milliseconds.
@@ -290,6 +295,9 @@ struct SimAgent {
 struct Ctx {
     cfg: SimConfig,
     clients: Vec<Client>,
+    /// The Describe samplers' clients: not shared with the drivers, so that their connections are driven
+    /// by the samplers' runtime (`SimConfig::probe`).
+    probe_clients: Vec<Client>,
     counters: Counters,
     cancel: CancellationToken,
 }
@@ -297,6 +305,10 @@ struct Ctx {
 impl Ctx {
     fn client(&self, i: usize) -> &Client {
         &self.clients[i % self.clients.len()]
+    }
+
+    fn probe_client(&self, i: usize) -> &Client {
+        &self.probe_clients[i % self.probe_clients.len()]
     }
 }
 
@@ -491,22 +503,24 @@ pub async fn run(cfg: SimConfig) -> anyhow::Result<SimReport> {
     }
     std::fs::create_dir_all(&cfg.work_dir)
         .with_context(|| format!("cannot create {}", cfg.work_dir.display()))?;
-    let clients = cfg
-        .endpoints
-        .iter()
-        .map(|e| {
-            Client::new(
-                e,
-                &cfg.access_key_id,
-                &cfg.access_key_secret,
-                Some(&cfg.ca_pem),
-            )
-            .map_err(anyhow::Error::from)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let clients = || {
+        cfg.endpoints
+            .iter()
+            .map(|e| {
+                Client::new(
+                    e,
+                    &cfg.access_key_id,
+                    &cfg.access_key_secret,
+                    Some(&cfg.ca_pem),
+                )
+                .map_err(anyhow::Error::from)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
-        clients,
+        clients: clients()?,
+        probe_clients: clients()?,
         counters: Counters::default(),
         cancel: CancellationToken::new(),
     });
@@ -575,8 +589,12 @@ pub async fn run(cfg: SimConfig) -> anyhow::Result<SimReport> {
     for a in agents.iter().take(cfg.runs) {
         tasks.push(tokio::spawn(run_driver(ctx.clone(), a.clone())));
     }
-    tasks.push(tokio::spawn(describe_sampler(ctx.clone(), true)));
-    tasks.push(tokio::spawn(describe_sampler(ctx.clone(), false)));
+    let probe = cfg
+        .probe
+        .clone()
+        .unwrap_or_else(tokio::runtime::Handle::current);
+    tasks.push(probe.spawn(describe_sampler(ctx.clone(), true)));
+    tasks.push(probe.spawn(describe_sampler(ctx.clone(), false)));
 
     tokio::time::sleep(cfg.warmup).await;
     let ticks = procstat::clock_ticks();
@@ -1054,7 +1072,7 @@ async fn describe_sampler(ctx: Arc<Ctx>, sources: bool) {
                 "DescribeReplicationJobs"
             };
             let t = Instant::now();
-            let r = ctx.client(endpoint).smc(action, &params).await;
+            let r = ctx.probe_client(endpoint).smc(action, &params).await;
             let d = t.elapsed();
             match r {
                 Ok(v) => {

@@ -34,6 +34,7 @@ async fn the_simulator_registers_heartbeats_replicates_and_measures() -> anyhow:
         work_dir: dir.path().join("disks"),
         state_file: Some(state_file.clone()),
         server_pids: vec![("server".into(), pid)],
+        probe: None,
     };
     let r = sim::run(cfg.clone()).await?;
     let show = serde_json::to_string_pretty(&r)?;

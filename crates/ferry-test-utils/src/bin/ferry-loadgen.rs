@@ -53,11 +53,56 @@ struct Args {
     /// Write the JSON report here as well as to stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Nice value (0-19) of the simulated agents' threads. The Describe calls keep their own thread at
+    /// the process's priority: on a machine shared with the servers, the agents then take only the CPU
+    /// the servers leave, and the API latencies measured are not the generator's own waiting.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    agents_nice: i32,
+    /// Run the simulated agents' threads under SCHED_IDLE: they get the CPU only when no other thread
+    /// wants it (stronger than any nice value, which still lets them delay the servers' threads). The
+    /// closest a shared machine comes to agents on machines of their own; the report's heartbeats/s and
+    /// runs/min show whether the agents still carried the load.
+    #[arg(long)]
+    agents_idle: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The probe's runtime first, from the main thread: its thread keeps the process's priority.
+    let probe = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("loadgen-probe")
+        .enable_all()
+        .build()
+        .context("starting the probe's runtime")?;
+    let (nice, idle) = (args.agents_nice, args.agents_idle);
+    let agents = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("loadgen-agents")
+        .enable_all()
+        .on_thread_start(move || {
+            if let Err(e) = ferry_chunk::bulk::lower_thread_priority(nice) {
+                eprintln!("ferry-loadgen: cannot set nice {nice} on an agent thread: {e}");
+            }
+            if idle {
+                use thread_priority::{
+                    NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+                    set_thread_priority_and_policy, thread_native_id,
+                };
+                let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+                if let Err(e) =
+                    set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, policy)
+                {
+                    eprintln!("ferry-loadgen: cannot put an agent thread under SCHED_IDLE: {e:?}");
+                }
+            }
+        })
+        .build()
+        .context("starting the agents' runtime")?;
+    let probe_handle = probe.handle().clone();
+    agents.block_on(run(args, probe_handle))
+}
+
+async fn run(args: Args, probe: tokio::runtime::Handle) -> anyhow::Result<()> {
     let creds: ferry_server::RootCredentials = serde_json::from_slice(
         &std::fs::read(&args.credentials)
             .with_context(|| format!("cannot read {}", args.credentials.display()))?,
@@ -99,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         work_dir: args.work_dir,
         state_file: args.state_file,
         server_pids,
+        probe: Some(probe),
     })
     .await?;
     let text = serde_json::to_string_pretty(&report)?;
