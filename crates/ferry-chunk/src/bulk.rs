@@ -24,8 +24,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use tokio::runtime::Runtime;
 use tokio::task::JoinError;
 
-/// The nice value bulk threads run at unless configured: CFS then gives a busy API thread about nine
-/// times the CPU share of a busy bulk thread (weights 1024 and 110).
+/// The nice value bulk threads run at unless configured: the scheduler weighs a nice-0 thread about nine
+/// times a nice-10 one (1024 against 110). A weight, not a guarantee: on a saturated machine a thread that
+/// sleeps and wakes often can still wait behind lower-priority ones (decisions.md §15).
 pub const DEFAULT_NICE: i32 = 10;
 
 /// Blocking threads of the pool at most (Tokio's default is 512): its work is CPU- and disk-bound, so
