@@ -99,8 +99,9 @@ pub struct SimConfig {
     /// Server process IDs whose CPU and memory (with their descendants) are reported.
     pub server_pids: Vec<(String, u32)>,
     /// The runtime the Describe samplers run on, with their own connections; `None` = the caller's.
-    /// `ferry-loadgen --agents-nice` gives them one at normal priority while the simulated agents run at
-    /// a low one, as an API client on its own machine would not wait for the agents' CPU.
+    /// `ferry-loadgen` always gives them one at the process's priority, so that `--agents-nice` and
+    /// `--agents-idle` lower only the simulated agents: an API client on its own machine would not wait
+    /// for the agents' CPU.
     pub probe: Option<tokio::runtime::Handle>,
 }
 
