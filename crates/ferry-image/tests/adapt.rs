@@ -38,6 +38,17 @@ fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// LVM tool options for a test: only `devs` are scanned (an accept-all filter would open every other
+/// test's loop devices in passing, and a device held open at its detach stays bound a while), nothing
+/// waits for udev, nothing is written under /etc/lvm.
+fn lvm_config(devs: &[&str]) -> String {
+    let accept: Vec<String> = devs.iter().map(|d| format!("\"a|^{d}$|\"")).collect();
+    format!(
+        "--config 'devices {{ use_devicesfile=0 filter=[{}, \"r|.*|\"] }} activation {{ udev_sync=0 udev_rules=0 }} backup {{ backup=0 archive=0 }}'",
+        accept.join(", ")
+    )
+}
+
 struct Loop(String);
 impl Loop {
     fn new(img: &Path, offset: u64, size: u64, ro: bool) -> Loop {
@@ -428,7 +439,6 @@ async fn gpt_uefi_lvm_root_netplan() {
     let (ps, pz) = parts[1];
     // A VG name of our own per run: the LVM tools must not meet another test's VG.
     let vg = format!("ferrytest{}", std::process::id());
-    let lvm_cfg = "--config 'devices { use_devicesfile=0 filter=[\"a|.*|\"] } activation { udev_sync=0 udev_rules=0 } backup { backup=0 archive=0 }'";
     let tree = t.path().join("tree");
     write(
         &tree,
@@ -451,6 +461,7 @@ async fn gpt_uefi_lvm_root_netplan() {
     let root_lv_offset;
     {
         let pv = Loop::new(&d0, ps, pz, false);
+        let lvm_cfg = lvm_config(&[&pv.0]);
         sh(&format!("pvcreate -q -y {lvm_cfg} {}", pv.0));
         sh(&format!("vgcreate -q {lvm_cfg} {vg} {}", pv.0));
         sh(&format!(
@@ -965,11 +976,11 @@ async fn striped_lv_is_unsupported() {
         d0.display()
     ));
     let vg = format!("ferrystripe{}", std::process::id());
-    let cfg = "--config 'devices { use_devicesfile=0 filter=[\"a|.*|\"] } activation { udev_sync=0 udev_rules=0 } backup { backup=0 archive=0 }'";
     {
         let parts = partitions(&d0);
         let a = Loop::new(&d0, parts[0].0, parts[0].1, false);
         let b = Loop::new(&d0, parts[1].0, parts[1].1, false);
+        let cfg = lvm_config(&[&a.0, &b.0]);
         sh(&format!("pvcreate -q -y {cfg} {} {}", a.0, b.0));
         sh(&format!("vgcreate -q {cfg} {vg} {} {}", a.0, b.0));
         sh(&format!(

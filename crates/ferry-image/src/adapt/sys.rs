@@ -104,10 +104,32 @@ impl LoopDev {
     }
 }
 
+/// How long a detached loop device may stay bound while another opener (an LVM or blkid scan of
+/// every block device, say) still holds it: the kernel then only marks it for auto-clear.
+const LOOP_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Drop for LoopDev {
+    /// Detaches, then waits (bounded) until the kernel has really let go of the image file, so that
+    /// whoever runs next (a second pass, a delete of the image) finds no loop device on it.
     fn drop(&mut self) {
         let p = self.path.to_string_lossy().into_owned();
         let _ = output("losetup", &["--detach", &p]);
+        let Some(name) = self.path.file_name() else {
+            return;
+        };
+        let bound = Path::new("/sys/block").join(name).join("loop/backing_file");
+        let start = std::time::Instant::now();
+        while bound.exists() {
+            if start.elapsed() > LOOP_RELEASE_WAIT {
+                tracing::warn!(
+                    device = %p,
+                    "loop device still held by another process {LOOP_RELEASE_WAIT:?} after detaching; \
+                     the kernel frees it when that process closes it (see `fuser -v {p}`)"
+                );
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
@@ -255,5 +277,37 @@ impl Drop for Session {
             drop(l);
         }
         self.dirs.clear();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a panic is how a test reports failure
+mod tests {
+    use super::*;
+
+    /// Another process holding the loop device when it is detached (an LVM or blkid scan of every
+    /// device) only defers the kernel's release: dropping a LoopDev waits for it, so the image file has
+    /// no loop device left once the drop returns.
+    #[test]
+    fn a_loop_device_held_at_its_detach_is_released_before_the_drop_returns() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let img = t.path().join("disk.raw");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(4 << 20)
+            .unwrap();
+        let dev = LoopDev::attach(&img, 0, 0, true).unwrap();
+        let holder = std::fs::File::open(&dev.path).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(holder);
+        });
+        drop(dev);
+        let left = run("losetup", &["-j", &img.to_string_lossy()]).unwrap();
+        assert_eq!(left.trim(), "", "a loop device was left attached");
+        release.join().unwrap();
     }
 }
