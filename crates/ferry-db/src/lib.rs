@@ -11,6 +11,7 @@
 //! take the same step.
 
 mod audit;
+mod checkpoint;
 mod console;
 mod fleet;
 mod group;
@@ -96,6 +97,9 @@ pub struct Db {
     pub(crate) pool: AnyPool,
     /// Reads (SQLite: connections of their own).
     pub(crate) read: AnyPool,
+    /// SQLite: the connection that checkpoints the write-ahead log in the background
+    /// ([`checkpoint::run`]). `None` on PostgreSQL.
+    pub(crate) checkpointer: Option<AnyPool>,
     /// Writes that may be lost on power failure (SQLite: `pool`, without the log sync).
     pub(crate) relaxed: AnyPool,
     /// Group commit of nonces and audit events (`group.rs`), on `pool`.
@@ -150,6 +154,14 @@ async fn connect(url: &str, connections: u32, synchronous: &'static str) -> Resu
                     conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str())
                         .await?;
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    // Checkpoints run beside the writer, never inside one of its commits
+                    // (`checkpoint::run`); the log is truncated back to this size after each reset.
+                    conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                    conn.execute(
+                        format!("PRAGMA journal_size_limit = {}", checkpoint::LOG_SIZE_LIMIT)
+                            .as_str(),
+                    )
+                    .await?;
                 } else if synchronous == "NORMAL" {
                     // PostgreSQL's counterpart of SQLite's NORMAL: the commit returns before its WAL is
                     // flushed; a crash may lose the last fraction of a second of these commits, never
@@ -182,6 +194,7 @@ impl Db {
             sqlx::migrate!("./migrations").run(&pool).await?;
             return Ok(Self {
                 read: pool.clone(),
+                checkpointer: None,
                 relaxed: connect(url, 4, "NORMAL").await?,
                 writer: group::GroupWriter::start(pool.clone(), None),
                 wal: None,
@@ -210,8 +223,11 @@ impl Db {
                 ),
             });
         }
+        let checkpointer = connect(url, 1, "NORMAL").await?;
+        tokio::spawn(checkpoint::run(checkpointer.clone()));
         Ok(Self {
             read: connect(url, r, "NORMAL").await?,
+            checkpointer: Some(checkpointer),
             relaxed: pool.clone(),
             writer: group::GroupWriter::start(pool.clone(), wal.clone()),
             wal,
@@ -221,6 +237,9 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.close().await;
+        }
         self.relaxed.close().await;
         self.read.close().await;
         self.pool.close().await;

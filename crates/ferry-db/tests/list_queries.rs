@@ -3,12 +3,12 @@
 //! FERRY_TEST_POSTGRES is set (the test creates and drops its own database there, so that the counts are
 //! its own).
 
+use ferry_db::testing::PgTestDb;
 use ferry_db::*;
-use sqlx::{Connection as _, Executor as _};
 
-/// The engines under test, each with a fresh, empty database; for PostgreSQL also the URL of the server's
-/// maintenance database and the name of the test's database (to drop it afterwards).
-async fn engines() -> Vec<(String, Db, Option<(String, String)>)> {
+/// The engines under test, each with a fresh, empty database (the PostgreSQL one is dropped with its
+/// `PgTestDb`).
+async fn engines() -> Vec<(String, Db, Option<PgTestDb>)> {
     let dir = tempfile::tempdir().expect("tempdir").keep();
     let mut dbs = vec![(
         "sqlite".to_owned(),
@@ -17,48 +17,14 @@ async fn engines() -> Vec<(String, Db, Option<(String, String)>)> {
             .expect("open sqlite"),
         None,
     )];
-    if let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") {
-        sqlx::any::install_default_drivers();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let name = format!("ferry_lists_{}_{nanos}", std::process::id());
-        let mut admin = sqlx::AnyConnection::connect(&url)
-            .await
-            .expect("connect to FERRY_TEST_POSTGRES");
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .expect("create the test database");
-        admin.close().await.expect("close");
-        let (base, _) = url
-            .rsplit_once('/')
-            .expect("a database URL ends in /<name>");
-        let (_, query) = url.split_once('?').unwrap_or((&url, ""));
-        let own = if query.is_empty() {
-            format!("{base}/{name}")
-        } else {
-            let base = base.split('?').next().unwrap_or(base);
-            format!("{base}/{name}?{query}")
-        };
-        dbs.push((
-            "postgres".to_owned(),
-            Db::open(&own).await.expect("open postgres"),
-            Some((url, name)),
-        ));
+    if let Some(pg) = PgTestDb::create()
+        .await
+        .expect("create a database on FERRY_TEST_POSTGRES")
+    {
+        let db = pg.open().await.expect("open postgres");
+        dbs.push(("postgres".to_owned(), db, Some(pg)));
     }
     dbs
-}
-
-async fn drop_db(admin_url: &str, name: &str) {
-    let mut admin = sqlx::AnyConnection::connect(admin_url)
-        .await
-        .expect("connect");
-    admin
-        .execute(format!("DROP DATABASE {name}").as_str())
-        .await
-        .expect("drop the test database");
 }
 
 /// What a filter case keeps, applied in Rust.
@@ -132,7 +98,7 @@ async fn all_pages_sources(db: &Db, filter: &SourceFilter, size: i64) -> (Vec<St
 #[tokio::test]
 async fn source_and_job_lists_filter_count_and_page_in_sql() {
     const N: usize = 120;
-    for (engine, db, admin) in engines().await {
+    for (engine, db, pg) in engines().await {
         let code = ActivationCodeRecord {
             id: "at-1".into(),
             name: "n".into(),
@@ -329,8 +295,6 @@ async fn source_and_job_lists_filter_count_and_page_in_sql() {
             assert_eq!(total, want.len() as i64, "{engine}: job case {n}");
         }
         db.close().await;
-        if let Some((url, name)) = admin {
-            drop_db(&url, &name).await;
-        }
+        drop(pg);
     }
 }
