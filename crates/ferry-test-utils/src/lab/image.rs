@@ -584,7 +584,9 @@ fn configure(
 
     // sd's probing is asynchronous: when sd_mod loads after both SATA disks exist, sda and sdb can swap
     // from boot to boot (seen here: the 512 MiB data disk became sda). Registering the driver before
-    // the controller's disks appear names them in port order, as the fstab of variant d needs.
+    // the controller's disks appear names them in port order far more often, as the fstab of variant d
+    // needs; not always (each disk's probe is still asynchronous), so the boot check recognises a swap
+    // and boots again (`boot.rs`, `boot`).
     write(
         root,
         "/etc/initramfs-tools/scripts/init-top/0ferry-lab-sd",
