@@ -344,3 +344,29 @@ async fn page_batch_reads_equal_the_per_job_reads() {
         assert!(db.run_list_for_jobs(&[]).await.expect("empty").is_empty());
     }
 }
+
+/// A flush of more beats than one statement takes writes every one of them, on both engines.
+#[tokio::test]
+async fn a_flush_larger_than_one_statement_writes_every_beat() {
+    let n = 2 * HEARTBEATS_PER_STATEMENT + 3;
+    for (engine, db, _keep) in common::engines().await {
+        register(&db, n).await;
+        let beats: Vec<HeartbeatSeen> = (0..n)
+            .map(|i| seen(&format!("s-{i:04}"), T0 + 1000 + i as i64, "7"))
+            .collect();
+        db.source_heartbeats_flush(&beats).await.expect("flush");
+        for (i, b) in beats.iter().enumerate() {
+            let s = db
+                .source_get(&b.source_id)
+                .await
+                .expect("get")
+                .expect("source");
+            assert_eq!(
+                (s.heartbeat_at, s.agent_version.as_str()),
+                (T0 + 1000 + i as i64, "7"),
+                "{engine}: {}",
+                b.source_id
+            );
+        }
+    }
+}
