@@ -39,9 +39,9 @@ impl Db {
     /// turns on the one writer connection, and one single-row statement per beat (1,700 for 5 s of
     /// 10,000 agents' beats) held it for the whole transaction while each API call's nonce and audit
     /// record waited behind it (990 beats: 81-95 ms in a debug build beside a busy build; chunked, 10-22 ms
-    /// per statement, the queued writes going in between). Beats
-    /// are independent, so nothing needs the whole flush to be atomic: a failure keeps the beats for
-    /// the next flush, and re-writing a chunk already written changes nothing.
+    /// per statement, the queued writes going in between). Beats are independent, so nothing needs the
+    /// whole flush to be atomic: a failure keeps the beats for the next flush, and re-writing a chunk
+    /// already written changes nothing.
     pub async fn source_heartbeats_flush(&self, beats: &[HeartbeatSeen]) -> Result<()> {
         for chunk in beats.chunks(HEARTBEATS_PER_STATEMENT) {
             let rows: Vec<String> = (0..chunk.len())
