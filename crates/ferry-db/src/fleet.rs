@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 
 use crate::Durable as _;
+use crate::records::SOURCE_SELECT;
 use crate::tags::placeholders;
 use crate::{Db, JobRecord, JobSettingsRecord, Result, RunRecord, SourceRecord};
 
@@ -49,10 +50,11 @@ impl Db {
                 .collect();
             // VALUES names its columns column1, column2, column3 on both engines.
             let sql = format!(
-                "UPDATE sources SET \
-                 heartbeat_at = CASE WHEN sources.heartbeat_at < v.column2 THEN v.column2 ELSE sources.heartbeat_at END, \
+                "UPDATE source_beats SET \
+                 heartbeat_at = CASE WHEN source_beats.heartbeat_at < v.column2 THEN v.column2 \
+                 ELSE source_beats.heartbeat_at END, \
                  agent_version = v.column3 \
-                 FROM (VALUES {}) AS v WHERE sources.id = v.column1",
+                 FROM (VALUES {}) AS v WHERE source_beats.source_id = v.column1",
                 rows.join(", ")
             );
             let mut q = sqlx::query(&sql);
@@ -66,10 +68,10 @@ impl Db {
 
     /// Sources not `Unavailable` or `Deleting` whose stored heartbeat is older than `cutoff` (unix seconds).
     pub async fn source_list_silent(&self, cutoff: i64) -> Result<Vec<SourceRecord>> {
-        Ok(sqlx::query_as(
-            "SELECT * FROM sources WHERE heartbeat_at < $1 AND state <> 'Unavailable' AND state <> 'Deleting' \
-             ORDER BY heartbeat_at",
-        )
+        Ok(sqlx::query_as(&format!(
+            "{SOURCE_SELECT} WHERE sources.id IN (SELECT source_id FROM source_beats WHERE heartbeat_at < $1) \
+             AND state <> 'Unavailable' AND state <> 'Deleting' ORDER BY heartbeat_at"
+        ))
         .bind(cutoff)
         .fetch_all(&self.read)
         .await?)
@@ -86,7 +88,8 @@ impl Db {
     ) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE sources SET state = 'Unavailable', error_code = $3, status_info = $4 \
-             WHERE id = $1 AND heartbeat_at < $2 AND state <> 'Unavailable' AND state <> 'Deleting'",
+             WHERE id = $1 AND state <> 'Unavailable' AND state <> 'Deleting' \
+             AND id IN (SELECT source_id FROM source_beats WHERE source_id = $1 AND heartbeat_at < $2)",
         )
         .bind(id)
         .bind(cutoff)

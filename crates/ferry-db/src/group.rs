@@ -1,5 +1,6 @@
 //! Group commit for the small durable writes every signed API call makes: its request nonce and its
-//! audit event (docs/scale-out.md, "A large fleet").
+//! audit event (docs/scale-out.md, "A large fleet"). On PostgreSQL only audit events come here: a nonce
+//! is committed on its own there, without waiting for a WAL flush (`Db::nonce_use`).
 //!
 //! Each process keeps one writer task per [`Db`](crate::Db). Callers queue an operation and wait for its
 //! answer; the task takes everything queued (up to [`MAX_BATCH`]) and writes it in one transaction, so a
@@ -237,18 +238,8 @@ async fn write(pool: &AnyPool, ops: &[Op], purge_nonces: bool) -> Result<Committ
             Op::Nonce {
                 nonce, expires_at, ..
             } => {
-                // A row left by an expired use (not purged yet) is taken over; a live one is a reuse.
-                let r = sqlx::query(
-                    "INSERT INTO nonces (nonce, expires_at) VALUES ($1, $2) \
-                     ON CONFLICT (nonce) DO UPDATE SET expires_at = excluded.expires_at \
-                     WHERE nonces.expires_at < $3",
-                )
-                .bind(nonce)
-                .bind(expires_at)
-                .bind(t)
-                .execute(&mut *tx)
-                .await?;
-                answers.push(Answer::Nonce(r.rows_affected() == 1));
+                let fresh = nonce_insert(&mut *tx, nonce, *expires_at, t).await?;
+                answers.push(Answer::Nonce(fresh));
             }
             Op::Audit { index, body, .. } => {
                 let (last_seq, last_hash) = chain.as_mut().expect("read above");
@@ -271,6 +262,27 @@ async fn write(pool: &AnyPool, ops: &[Op], purge_nonces: bool) -> Result<Committ
     };
     tx.commit().await?;
     Ok(Committed { answers, head })
+}
+
+/// Inserts a request nonce; `false` when a use of it that has not expired at `t` is already recorded. A
+/// row left by an expired use (not purged yet) is taken over.
+pub(crate) async fn nonce_insert<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    nonce: &str,
+    expires_at: i64,
+    t: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO nonces (nonce, expires_at) VALUES ($1, $2) \
+         ON CONFLICT (nonce) DO UPDATE SET expires_at = excluded.expires_at \
+         WHERE nonces.expires_at < $3",
+    )
+    .bind(nonce)
+    .bind(expires_at)
+    .bind(t)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// Group commit for every durable write on SQLite (docs/scale-out.md, "A large fleet").

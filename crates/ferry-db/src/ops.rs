@@ -32,7 +32,7 @@ impl Db {
     pub async fn source_count_by_heartbeat(&self, since: i64) -> Result<(i64, i64)> {
         // COUNT of a CASE, not SUM: PostgreSQL's SUM of BIGINT is NUMERIC, which the Any driver cannot decode.
         let (online, all): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(CASE WHEN heartbeat_at >= $1 THEN 1 END), COUNT(*) FROM sources",
+            "SELECT COUNT(CASE WHEN heartbeat_at >= $1 THEN 1 END), COUNT(*) FROM source_beats",
         )
         .bind(since)
         .fetch_one(&self.read)
@@ -82,19 +82,30 @@ mod tests {
         dbs
     }
 
-    /// Inserts the columns the counts read; the record types' constructors need far more context.
+    /// A source in `state` whose agent last beat at `heartbeat_at`.
     async fn insert_source(db: &Db, id: &str, state: &str, heartbeat_at: i64) {
-        sqlx::query(
-            "INSERT INTO sources (id, name, description, state, agent_version, inventory, prechecks, \
-             heartbeat_at, created_at, token_id, agent_key_id, agent_secret_hash) \
-             VALUES ($1, $1, '', $2, '1', '{}', '[]', $3, $3, 'at-1', $1, 'h')",
-        )
-        .bind(id)
-        .bind(state)
-        .bind(heartbeat_at)
-        .execute(&db.pool)
-        .await
-        .expect("insert source");
+        let source = crate::SourceRecord {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            description: String::new(),
+            state: state.to_owned(),
+            error_code: None,
+            status_info: None,
+            agent_version: "1".into(),
+            inventory: "{}".into(),
+            prechecks: "[]".into(),
+            heartbeat_at,
+            created_at: heartbeat_at,
+            token_id: "at-1".into(),
+            agent_key_id: id.to_owned(),
+            agent_secret_hash: "h".into(),
+            job_id: None,
+        };
+        let mut tx = db.pool.begin().await.expect("begin");
+        crate::records::source_insert(&mut tx, &source)
+            .await
+            .expect("insert source");
+        tx.commit().await.expect("commit");
     }
 
     async fn insert_job(db: &Db, id: &str, status: &str) {

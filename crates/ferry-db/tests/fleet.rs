@@ -370,3 +370,97 @@ async fn a_flush_larger_than_one_statement_writes_every_beat() {
         }
     }
 }
+
+/// Migration 0012 moves `heartbeat_at` and `agent_version` out of `sources`: a database written by the
+/// schema before it keeps every source with its last beat, and the moved rows then behave as new ones
+/// (flushed forward, deleted with their source).
+#[tokio::test]
+async fn sources_of_a_schema_11_database_keep_their_heartbeat_through_migration_12() {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pg = ferry_db::testing::PgTestDb::create()
+        .await
+        .expect("create a database on FERRY_TEST_POSTGRES");
+    let mut urls = vec![format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("v11.db").display()
+    )];
+    urls.extend(pg.as_ref().map(|p| p.url.clone()));
+
+    // The migrations up to and including 0011, as a binary of that schema applied them.
+    let old = dir.path().join("migrations-v11");
+    std::fs::create_dir(&old).expect("mkdir");
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(&all).expect("read migrations") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if name.as_str() < "0012" {
+            std::fs::copy(&path, old.join(&name)).expect("copy migration");
+        }
+    }
+    let v11 = sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .expect("migrations up to 0011");
+
+    for url in urls {
+        let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+        v11.run(&pool).await.expect("schema 11");
+        for (id, at, version) in [("s-old1", T0, "0.9.0"), ("s-old2", T0 + 5, "0.9.1")] {
+            sqlx::query(
+                "INSERT INTO sources (id, name, description, state, agent_version, inventory, prechecks, \
+                 heartbeat_at, created_at, token_id, agent_key_id, agent_secret_hash) \
+                 VALUES ($1, $1, '', 'Available', $3, '{}', '[]', $2, $2, 'at-1', $1, 'h')",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(version)
+            .execute(&pool)
+            .await
+            .expect("insert a schema-11 source");
+        }
+        pool.close().await;
+
+        let db = Db::open(&url).await.expect("open and migrate to 12");
+        let s1 = db.source_get("s-old1").await.expect("get").expect("kept");
+        assert_eq!(
+            (s1.heartbeat_at, s1.agent_version.as_str()),
+            (T0, "0.9.0"),
+            "{url}"
+        );
+        let (page, total) = db
+            .source_list(&SourceFilter::default(), 0, 50)
+            .await
+            .expect("list");
+        assert_eq!(total, 2, "{url}");
+        let listed: Vec<(&str, i64, &str)> = page
+            .iter()
+            .map(|s| (s.id.as_str(), s.heartbeat_at, s.agent_version.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [("s-old1", T0, "0.9.0"), ("s-old2", T0 + 5, "0.9.1")],
+            "{url}"
+        );
+
+        db.source_heartbeats_flush(&[seen("s-old2", T0 + 60, "1.0.0")])
+            .await
+            .expect("flush");
+        let s2 = db.source_get("s-old2").await.expect("get").expect("kept");
+        assert_eq!(
+            (s2.heartbeat_at, s2.agent_version.as_str()),
+            (T0 + 60, "1.0.0"),
+            "{url}"
+        );
+        assert!(db.source_delete("s-old1").await.expect("delete"), "{url}");
+        assert_eq!(
+            db.source_count_by_heartbeat(T0 + 30).await.expect("count"),
+            (1, 0),
+            "the deleted source's beat went with it ({url})"
+        );
+        db.close().await;
+    }
+}
