@@ -38,6 +38,9 @@ Usage: bench/load.sh [options]
                        normal priority (an API client on its own machine)
   --idle-generator     run the simulated agents under SCHED_IDLE: they get the CPU only when the servers
                        do not want it (nice 19 still delays them on this kernel); Describe calls as above
+  --pg-statements      setup (b): load pg_stat_statements into PostgreSQL and write the 30 statements
+                       with the most execution time (calls, total, mean, max) after each step to
+                       <workdir>/b/pg-statements-<interval>.txt (warm-up included)
   --workdir DIR        data directories and logs (default bench-out/load; wiped per setup)
   --no-build           use the binaries already in target/release
 EOF
@@ -57,6 +60,7 @@ REPLICAS=3
 PIN=0
 NICE_GEN=0
 IDLE_GEN=0
+PG_STATEMENTS=0
 WORKDIR=$ROOT/bench-out/load
 BUILD=1
 while [ $# -gt 0 ]; do
@@ -74,6 +78,7 @@ while [ $# -gt 0 ]; do
     --pin) PIN=1; shift ;;
     --nice-generator) NICE_GEN=1; shift ;;
     --idle-generator) IDLE_GEN=1; shift ;;
+    --pg-statements) PG_STATEMENTS=1; shift ;;
     --workdir) WORKDIR=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -178,11 +183,19 @@ start_postgres() {
     --auth-host=scram-sha-256 --pwfile="$dir/password" >"$dir/initdb.log" 2>&1
   PG_PORT=$(free_port)
   # 3 replicas x 20 pooled connections, plus headroom; 512 MiB of shared buffers holds the whole database.
+  local extra=""
+  [ "$PG_STATEMENTS" = 1 ] && extra="-c shared_preload_libraries=pg_stat_statements"
   runuser -u postgres -- "${SERVER_CPU[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$dir/postgres.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $dir/sock -c max_connections=200 -c shared_buffers=512MB" \
+    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $dir/sock -c max_connections=200 -c shared_buffers=512MB $extra" \
     start >/dev/null
   runuser -u postgres -- "$PG_BIN/createdb" -h "$dir/sock" -p "$PG_PORT" -U postgres ferry
+  [ "$PG_STATEMENTS" = 1 ] && pg_sql "CREATE EXTENSION pg_stat_statements" >/dev/null
   PG_URL="postgres://postgres:$(cat "$dir/password")@127.0.0.1:$PG_PORT/ferry"
+}
+
+# Runs SQL in the benchmark's database as the cluster's superuser (over its socket).
+pg_sql() {
+  runuser -u postgres -- "$PG_BIN/psql" -h "$(dirname "$PG_DATA")/sock" -p "$PG_PORT" -U postgres -d ferry -c "$1"
 }
 
 # One step: (re)start the setup's servers with heartbeat interval $2, run the load for $3 s; the report's
@@ -217,6 +230,13 @@ run_step() {
     --disk-mib "$DISK_MIB" --warmup "$WARMUP" --duration "$duration" --describe-rate "$DESCRIBE_RATE" \
     --work-dir "$dir/disks" --state-file "$dir/agents.json" "${AGENTS_PRIORITY[@]}" "${watch[@]}" --out "$out" >/dev/null \
     2>>"$dir/loadgen.log" || { echo "loadgen failed: see $dir/loadgen.log" >&2; return 1; }
+  if [ "$setup" = b ] && [ "$PG_STATEMENTS" = 1 ]; then
+    pg_sql "SELECT calls, round(total_exec_time::numeric) AS total_ms, round(mean_exec_time::numeric, 2) AS mean_ms,
+              round(max_exec_time::numeric, 1) AS max_ms, left(regexp_replace(query, '\s+', ' ', 'g'), 160) AS query
+            FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30" >"$dir/pg-statements-$interval.txt"
+    pg_sql "SELECT pg_stat_statements_reset()" >/dev/null
+    log "PostgreSQL's statements by execution time: $dir/pg-statements-$interval.txt"
+  fi
   python3 - "$out" <<'EOF' >&2
 import json, sys
 r = json.load(open(sys.argv[1]))
