@@ -53,10 +53,10 @@ impl Where {
     /// One page of `select` (a `SELECT … FROM <table> …` without `WHERE`) and the total count of matching
     /// rows of `table`, ordered by `order` (columns of `table`).
     ///
-    /// The count and the page's keys are read from `table` alone, the page's keys in a subquery that can
-    /// walk an index without visiting the rows it skips; only the page's own rows are read whole (with
-    /// whatever `select` joins). `LIMIT … OFFSET` alone read every skipped row whole: 26 ms for page 100
-    /// of 10,000 sources on PostgreSQL.
+    /// The count and the page's keys are read from `table` alone, the keys in a subquery that can be an
+    /// index-only scan where the table's pages are all-visible; only the page's own rows are read whole
+    /// (with whatever `select` adds). `LIMIT … OFFSET` over whole rows reads every skipped row from the
+    /// table: page 100 of 10,000 sources visits 5,050 rows for 50.
     async fn page<T>(
         &self,
         pool: &sqlx::AnyPool,
