@@ -89,13 +89,14 @@ impl Db {
         let r = sqlx::query(
             "UPDATE sources SET state = 'Unavailable', error_code = $3, status_info = $4 \
              WHERE id = $1 AND state <> 'Unavailable' AND state <> 'Deleting' \
-             AND id IN (SELECT source_id FROM source_beats WHERE source_id = $1 AND heartbeat_at < $2)",
+             AND EXISTS (SELECT 1 FROM source_beats WHERE source_id = $1 AND heartbeat_at < $2)",
         )
         .bind(id)
         .bind(cutoff)
         .bind(error_code)
         .bind(status_info)
-        .execute(&self.pool).durable(self)
+        .execute(&self.pool)
+        .durable(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }

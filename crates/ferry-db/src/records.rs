@@ -51,7 +51,7 @@ impl Where {
     }
 
     /// One page of `select` (a `SELECT … FROM <table> …` without `WHERE`) and the total count of matching
-    /// rows of `table`, ordered by `order` (columns of `table`).
+    /// rows of `table`, ordered by `order` (columns of `table`, unambiguous in `select`).
     ///
     /// The count and the page's keys are read from `table` alone, the keys in a subquery that can be an
     /// index-only scan where the table's pages are all-visible; only the page's own rows are read whole
@@ -80,13 +80,11 @@ impl Where {
         }
         let total = count.fetch_one(pool).await?;
         let n = self.args.len();
-        let qualified: Vec<String> = order.split(", ").map(|c| format!("{table}.{c}")).collect();
         let page_sql = format!(
             "{select} WHERE {table}.id IN (SELECT id FROM {table}{w} ORDER BY {order} LIMIT ${} OFFSET ${}) \
-             ORDER BY {}",
+             ORDER BY {order}",
             n + 1,
             n + 2,
-            qualified.join(", ")
         );
         let mut q = sqlx::query_as::<_, T>(&page_sql);
         for a in &self.args {

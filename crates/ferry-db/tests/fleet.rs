@@ -378,9 +378,7 @@ async fn a_flush_larger_than_one_statement_writes_every_beat() {
 async fn sources_of_a_schema_11_database_keep_their_heartbeat_through_migration_12() {
     sqlx::any::install_default_drivers();
     let dir = tempfile::tempdir().expect("tempdir");
-    let pg = ferry_db::testing::PgTestDb::create()
-        .await
-        .expect("create a database on FERRY_TEST_POSTGRES");
+    let pg = common::postgres().await;
     let mut urls = vec![format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("v11.db").display()
