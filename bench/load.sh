@@ -42,6 +42,9 @@ Usage: bench/load.sh [options]
                        with the most execution time (calls, total, mean, max) after each step to
                        <workdir>/b/pg-statements-<interval>.txt (warm-up included)
   --workdir DIR        data directories and logs (default bench-out/load; wiped per setup)
+  --disks-dir DIR      where the simulated agents write the synthetic disks they replicate (default: a
+                       private directory in /dev/shm, removed at the end): agents' disks are on their own
+                       machines, so their writes must not load the servers' disk
   --no-build           use the binaries already in target/release
 EOF
 }
@@ -62,6 +65,7 @@ NICE_GEN=0
 IDLE_GEN=0
 PG_STATEMENTS=0
 WORKDIR=$ROOT/bench-out/load
+DISKS_DIR=""
 BUILD=1
 while [ $# -gt 0 ]; do
   case $1 in
@@ -80,6 +84,7 @@ while [ $# -gt 0 ]; do
     --idle-generator) IDLE_GEN=1; shift ;;
     --pg-statements) PG_STATEMENTS=1; shift ;;
     --workdir) WORKDIR=$2; shift 2 ;;
+    --disks-dir) DISKS_DIR=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "load.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -129,11 +134,18 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   PIDS=()
+  [ -z "${OWN_DISKS_DIR:-}" ] || rm -rf "$OWN_DISKS_DIR"
   if [ -n "$PG_DATA" ] && [ -f "$PG_DATA/postmaster.pid" ]; then
     runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast stop >/dev/null 2>&1 || true
   fi
 }
 trap cleanup EXIT
+
+# The simulated agents' disks: in memory unless told otherwise (up to --runs × --disk-mib at a time).
+if [ -z "$DISKS_DIR" ]; then
+  OWN_DISKS_DIR=$(mktemp -d /dev/shm/ferry-load-disks.XXXXXX)
+  DISKS_DIR=$OWN_DISKS_DIR
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -228,7 +240,7 @@ run_step() {
   log "setup ($setup): heartbeat interval ${interval} s, ${SOURCES} sources, ${RUNS} runs, ${WARMUP} s warm-up, ${duration} s measured"
   "${LOADGEN_CPU[@]}" "$LOADGEN" "${endpoints[@]}" --credentials "$CREDS" --sources "$SOURCES" --runs "$RUNS" \
     --disk-mib "$DISK_MIB" --warmup "$WARMUP" --duration "$duration" --describe-rate "$DESCRIBE_RATE" \
-    --work-dir "$dir/disks" --state-file "$dir/agents.json" "${AGENTS_PRIORITY[@]}" "${watch[@]}" --out "$out" >/dev/null \
+    --work-dir "$DISKS_DIR/$setup" --state-file "$dir/agents.json" "${AGENTS_PRIORITY[@]}" "${watch[@]}" --out "$out" >/dev/null \
     2>>"$dir/loadgen.log" || { echo "loadgen failed: see $dir/loadgen.log" >&2; return 1; }
   if [ "$setup" = b ] && [ "$PG_STATEMENTS" = 1 ]; then
     pg_sql "SELECT calls, round(total_exec_time::numeric) AS total_ms, round(mean_exec_time::numeric, 2) AS mean_ms,
