@@ -141,6 +141,21 @@ fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
 }
 
+/// A `sqlite:` URL that creates its database file when missing (`mode=rwc`) unless it names a mode of its
+/// own: `--database sqlite:///var/lib/ferry/ferry.db` must work on a new volume as the default does.
+fn sqlite_creating(url: &str) -> String {
+    let has_mode = url
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("mode=")));
+    if has_mode || url.contains(":memory:") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
 async fn connect(url: &str, connections: u32, synchronous: &'static str) -> Result<AnyPool> {
     let sqlite = url.starts_with("sqlite:");
     AnyPoolOptions::new()
@@ -202,6 +217,7 @@ impl Db {
                 pool,
             });
         }
+        let url = &sqlite_creating(url);
         let (n, r) = SQLITE_POOLS;
         let pool = connect(url, n, "NORMAL").await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
@@ -263,6 +279,30 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_sqlite_url_to_a_new_file_creates_the_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ferry.db");
+        let db = Db::open(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("--database sqlite://PATH opens a database that does not exist yet");
+        assert!(path.is_file());
+        db.close().await;
+        // A mode of the URL's own is kept: read-only refuses to create.
+        let ro = dir.path().join("other.db");
+        assert!(
+            Db::open(&format!("sqlite://{}?mode=ro", ro.display()))
+                .await
+                .is_err()
+        );
+        assert!(!ro.exists());
+        assert_eq!(
+            sqlite_creating("sqlite://a.db?cache=shared"),
+            "sqlite://a.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(sqlite_creating("sqlite::memory:"), "sqlite::memory:");
+    }
 
     #[test]
     fn the_database_file_is_found_in_sqlite_urls() {
