@@ -197,8 +197,7 @@ async fn connect(url: &str, connections: u32, synchronous: &'static str) -> Resu
 impl Db {
     /// Opens (creating if needed) the SQLite database at `path`.
     pub async fn open_sqlite(path: &Path) -> Result<Self> {
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        Self::open(&url).await
+        Self::open(&format!("sqlite://{}", path.display())).await
     }
 
     /// Opens a database by URL (`sqlite://…` or `postgres://…`) and applies pending migrations.
